@@ -1,0 +1,3 @@
+from llm_core.models.gpt import GPT, GPTConfig
+
+__all__ = ["GPT", "GPTConfig"]

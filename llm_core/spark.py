@@ -1,0 +1,35 @@
+"""The one place a SparkSession is made: one per process, reused by every Spark stage."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from llm_core.config import SparkConfig
+
+_DEFAULTS = {
+    # Small data on a laptop: 200 shuffle partitions would be 200 tiny tasks.
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+
+
+def get_spark(config: SparkConfig):
+    """Get (or create) the process's SparkSession for ``config.master``.
+
+    Python workers run the interpreter that runs us, so on ``local[*]`` they see the same
+    packages (fastText model included); on a cluster the workers need the project installed.
+    """
+    from pyspark.sql import SparkSession  # imported here: starting the JVM is not free
+
+    if config.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(config.master).appName(config.app_name)
+    for key, value in {**_DEFAULTS, **config.conf}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,113 @@
+"""Content-addressed stage outputs.
+
+A stage's output lives at ``<data_root>/<stage>/<key>/`` where ``key`` hashes the stage's
+config, the keys of its inputs and the stage's code version (as Marin's executor does).
+The stage writes into a temporary sibling directory; only when it returns is
+``stats.json`` written, the directory renamed into place and ``_SUCCESS`` added last. A
+crash leaves at most a ``.tmp-*`` directory, which no later run trusts or reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict
+
+log = logging.getLogger(__name__)
+
+SUCCESS_MARKER = "_SUCCESS"
+STATS_FILE = "stats.json"
+
+
+class StageOutput(BaseModel):
+    """What one stage hands the next: where its output is and what it measured.
+
+    Small and JSON-serialisable, so Prefect persists it as the task result and hashes it
+    as the next task's input; the data itself never passes through Prefect."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: str
+    key: str
+    path: Path
+    stats: dict[str, Any]
+
+    def file(self, *parts: str) -> Path:
+        return self.path.joinpath(*parts)
+
+
+def stage_key(stage: str, config: BaseModel | dict[str, Any], input_keys: list[str], code_version: str) -> str:
+    """Hash of everything that determines a stage's output."""
+    cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    payload = json.dumps(
+        {"stage": stage, "config": cfg, "inputs": list(input_keys), "code_version": code_version},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def output_dir(data_root: Path, stage: str, key: str) -> Path:
+    return Path(data_root) / stage / key
+
+
+def is_complete(path: Path) -> bool:
+    return (path / SUCCESS_MARKER).is_file() and (path / STATS_FILE).is_file()
+
+
+def load_output(stage: str, key: str, path: Path) -> StageOutput:
+    stats = json.loads((path / STATS_FILE).read_text())
+    return StageOutput(stage=stage, key=key, path=path.resolve(), stats=stats)
+
+
+def materialize(
+    data_root: Path,
+    stage: str,
+    config: BaseModel,
+    inputs: list[StageOutput],
+    code_version: str,
+    build: Callable[[Path], dict[str, Any]],
+) -> StageOutput:
+    """Return the stage's output, building it with ``build(tmp_dir) -> stats`` only if absent.
+
+    ``build`` writes its files into the directory it is given and returns the stage's
+    stats (JSON-serialisable). If it raises, its partial output is deleted and the error
+    propagates; nothing is left at the final path.
+    """
+    key = stage_key(stage, config, [i.key for i in inputs], code_version)
+    final = output_dir(data_root, stage, key)
+    if is_complete(final):
+        log.info("%s: output %s exists, nothing to do", stage, final)
+        return load_output(stage, key, final)
+    if final.exists():  # a directory without a marker is debris from an older crash: never trusted
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    started = time.perf_counter()
+    try:
+        stats = dict(build(tmp))
+        stats.setdefault("wall_s", round(time.perf_counter() - started, 3))
+        stats["key"] = key
+        stats["inputs"] = {i.stage: i.key for i in inputs}
+        stats["code_version"] = code_version
+        (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True, default=str))
+        try:
+            tmp.rename(final)
+        except OSError:
+            if is_complete(final):  # another run finished the same stage first: keep theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+                return load_output(stage, key, final)
+            raise
+        (final / SUCCESS_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_output(stage, key, final)

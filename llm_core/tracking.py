@@ -1,0 +1,130 @@
+"""MLflow tracking: the one place MLflow is configured and written to.
+
+One parent run per pipeline run and one child run per stage, cached or not (a cached
+stage's child run carries the metrics of the output it reused and ``llmpipe.cached=true``),
+so every pipeline run in the MLflow UI shows the whole lineage. The trained model is
+logged and registered once per model output: a rerun finds the version already
+registered for that output key instead of adding a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel
+
+from llm_core.config import PipelineConfig, ProjectConfig
+from llm_core.storage import STATS_FILE, StageOutput
+
+MODEL_KEY_TAG = "llmpipe.model_key"
+
+
+def tracking_uri(project: ProjectConfig) -> str:
+    """Config first, then ``$MLFLOW_TRACKING_URI``, then SQLite under the data root."""
+    if project.mlflow_tracking_uri:
+        return project.mlflow_tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    db = (Path(project.data_root) / "mlflow" / "mlflow.db").resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+def configure(project: ProjectConfig) -> str:
+    """Point MLflow at the tracking store and make sure the experiment exists.
+
+    On a local store the experiment's artifacts go under the data root too; MLflow's own
+    default would be ``./mlruns`` in whatever directory we were started from."""
+    uri = tracking_uri(project)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient()
+    if client.get_experiment_by_name(project.mlflow_experiment) is None:
+        artifacts = None
+        if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+            artifacts = (Path(project.data_root) / "mlflow" / "artifacts").resolve().as_uri()
+        client.create_experiment(project.mlflow_experiment, artifact_location=artifacts)
+    mlflow.set_experiment(project.mlflow_experiment)
+    return uri
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def numeric_metrics(stats: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v) for k, v in flatten(stats).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+@contextmanager
+def pipeline_run(config: PipelineConfig, run_name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """The parent run of one pipeline run; yields its id. A failure marks it FAILED."""
+    configure(config.project)
+    with mlflow.start_run(run_name=run_name, tags={"llmpipe.kind": "pipeline", **(tags or {})}) as run:
+        mlflow.log_params(flatten(config.model_dump(mode="json")))
+        yield run.info.run_id
+
+
+def log_stage(parent_run_id: str, output: StageOutput, stage_config: BaseModel, cached: bool,
+              artifacts: list[Path] = ()) -> str:
+    """One child run for a stage: its config as params, its stats as metrics, files as artifacts."""
+    tags = {"mlflow.parentRunId": parent_run_id, "llmpipe.stage": output.stage,
+            "llmpipe.output_key": output.key, "llmpipe.output_path": str(output.path),
+            "llmpipe.cached": str(cached).lower()}
+    with mlflow.start_run(run_name=output.stage, nested=True, tags=tags) as run:
+        mlflow.log_params(flatten(stage_config.model_dump(mode="json")))
+        mlflow.log_metrics(numeric_metrics(output.stats))
+        history = output.file("metrics.jsonl")
+        if history.is_file():  # a training curve: one metric point per logged step
+            for line in history.read_text().splitlines():
+                record = json.loads(line)
+                step = int(record.pop("step"))
+                mlflow.log_metrics({f"train/{k}": float(v) for k, v in record.items()}, step=step)
+        for path in [output.file(STATS_FILE), *artifacts]:
+            if path.is_file():
+                mlflow.log_artifact(str(path))
+        return run.info.run_id
+
+
+def register_model(model_name: str, model_key: str, model_file: Path, tokenizer_file: Path,
+                   metrics: dict[str, Any]) -> tuple[int, bool]:
+    """Log the model to the active (pipeline) run and register it, unless this model output is already registered.
+
+    Returns the version and whether it was newly registered."""
+    client = MlflowClient()
+    existing = client.search_model_versions(f"name = '{model_name}' and tags.`{MODEL_KEY_TAG}` = '{model_key}'")
+    if existing:
+        return int(existing[0].version), False
+
+    import torch
+
+    from llm_core.train import load_model
+
+    model = load_model(model_file)
+    info = mlflow.pytorch.log_model(
+        model, name="model", serialization_format="pickle",
+        # Listing the requirement saves MLflow ~5 s of inferring it.
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        extra_files=[str(tokenizer_file)],
+        metadata={"model_key": model_key},
+    )
+    version = mlflow.register_model(info.model_uri, model_name, tags={MODEL_KEY_TAG: model_key})
+    for name, value in metrics.items():
+        client.set_model_version_tag(model_name, version.version, name, str(value))
+    return int(version.version), True

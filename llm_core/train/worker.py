@@ -1,0 +1,110 @@
+"""One training process (``torchrun`` starts ``nproc_per_node`` of them).
+
+The loop reads like nanoGPT's train.py: sample a batch from the memory-mapped shards,
+forward, backward, step, log; DeepSpeed does accumulation, clipping, ZeRO partitioning and
+the LR schedule. Rank 0 writes the metrics, the DeepSpeed checkpoint is written by all
+ranks, and rank 0 consolidates a plain fp32 ``model.pt`` for evaluation and the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llm_core.config import TrainConfig
+from llm_core.models import GPT, GPTConfig
+from llm_core.tokenizer.shards import TokenShards
+from llm_core.train.ds_config import deepspeed_config
+
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_TAG = "final"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("job", type=Path, help="job.json written by llm_core.train.launch")
+    job = json.loads(parser.parse_args().job.read_text())
+    config = TrainConfig.model_validate(job["config"])
+    shards_dir, out_dir = Path(job["shards_dir"]), Path(job["out_dir"])
+
+    import deepspeed  # imported late: its import is slow and prints accelerator detection
+
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+    torch.manual_seed(config.seed)
+    train_data = TokenShards(shards_dir, "train")
+    m = config.model
+    model = GPT(GPTConfig(vocab_size=train_data.vocab_size, block_size=m.block_size, n_layer=m.n_layer,
+                          n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, bias=m.bias))
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=model.param_groups(config.weight_decay), config=deepspeed_config(config)
+    )
+    device = engine.device
+    rng = np.random.default_rng(config.seed + rank)  # each rank draws its own batches
+
+    metrics = (out_dir / "metrics.jsonl").open("w") if rank == 0 else None
+    tokens_per_step = config.micro_batch_size * config.grad_accum_steps * m.block_size * world
+    started = time.perf_counter()
+    window_losses: list[float] = []
+    for step in range(1, config.max_steps + 1):
+        for _ in range(config.grad_accum_steps):
+            batch = torch.from_numpy(train_data.sample_windows(rng, config.micro_batch_size, m.block_size + 1))
+            x, y = batch[:, :-1].to(device), batch[:, 1:].to(device)
+            _, loss = engine(x, y)
+            engine.backward(loss)
+            engine.step()
+            window_losses.append(loss.item())
+        if rank == 0 and (step % config.log_every == 0 or step == config.max_steps):
+            elapsed = time.perf_counter() - started
+            record = {
+                "step": step,
+                "loss": float(np.mean(window_losses)),
+                "lr": engine.get_lr()[0],
+                "grad_norm": float(engine.get_global_grad_norm() or 0.0),
+                "tokens_per_s": step * tokens_per_step / elapsed,
+            }
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+            print(f"step {step}/{config.max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e}", flush=True)
+            window_losses = []
+    train_s = time.perf_counter() - started
+
+    engine.save_checkpoint(str(out_dir / CHECKPOINT_DIR), tag=CHECKPOINT_TAG)
+    torch.distributed.barrier()
+    if rank == 0:
+        metrics.close()
+        if config.zero_stage == 3:  # parameters are partitioned: rebuild them from the checkpoint
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            state = get_fp32_state_dict_from_zero_checkpoint(str(out_dir / CHECKPOINT_DIR), tag=CHECKPOINT_TAG)
+        else:
+            state = {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
+        torch.save({"config": model.config.to_dict(), "state_dict": state}, out_dir / "model.pt")
+        last = json.loads((out_dir / "metrics.jsonl").read_text().splitlines()[-1])
+        (out_dir / "train_stats.json").write_text(json.dumps({
+            "steps": config.max_steps,
+            "world_size": world,
+            "params": model.num_params(),
+            "tokens_seen": config.max_steps * tokens_per_step,
+            "final_loss": last["loss"],
+            "train_s": round(train_s, 3),
+            "tokens_per_s": round(config.max_steps * tokens_per_step / train_s, 1),
+            "device": str(device),
+        }))
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
