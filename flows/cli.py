@@ -115,17 +115,12 @@ def load_deployments(file: Path) -> list[dict]:
 
 def build_deployments(file: Path) -> list:
     """Turn the deployments of a prefect.yaml into runner deployments that ``prefect.serve`` serves."""
-    import importlib.util
-
     from prefect.client.schemas.schedules import construct_schedule
+    from prefect.flows import load_flow_from_entrypoint
 
     runner_deployments = []
     for spec in load_deployments(file):
-        path, _, name = spec["entrypoint"].partition(":")
-        module_spec = importlib.util.spec_from_file_location(Path(path).stem, Path(path))
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        flow = getattr(module, name)
+        flow = load_flow_from_entrypoint(spec["entrypoint"])
         schedules = [construct_schedule(cron=s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules") or []]
         runner_deployments.append(flow.to_deployment(
             name=spec["name"], parameters=spec.get("parameters") or {}, schedules=schedules,
@@ -161,8 +156,8 @@ def ui(config: PipelineConfig, prefect_port: int, mlflow_port: int) -> None:
     setup_environment(config)
     env = dict(os.environ)
     procs = [
-        subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)], env=env),
-        subprocess.Popen(["mlflow", "ui", "--backend-store-uri", tracking_uri(config.project),
+        subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)], env=env),
+        subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(config.project),
                           "--host", "127.0.0.1", "--port", str(mlflow_port)], env=env),
     ]
     print(f"Prefect UI: http://127.0.0.1:{prefect_port}   MLflow UI: http://127.0.0.1:{mlflow_port}   Ctrl-C to stop.")

@@ -65,6 +65,8 @@ class HostState:
     robots: Protego | None
     delay_s: float
     last_request: float = 0.0
+    # Why the host is not crawled at all (robots.txt unreachable or failing), if it is not.
+    refused: str | None = None
 
 
 @dataclass
@@ -101,19 +103,27 @@ class Crawler:
         try:
             response = self.client.get(url)
         except httpx.HTTPError as exc:
-            log.warning("robots.txt of %s unreachable (%s): not crawling that host", origin, exc)
-            return HostState(robots=Protego.parse("User-agent: *\nDisallow: /"), delay_s=self.config.delay_s)
-        if response.status_code >= 500:
-            return HostState(robots=Protego.parse("User-agent: *\nDisallow: /"), delay_s=self.config.delay_s)
+            reason = f"robots.txt unreachable: {type(exc).__name__}: {exc}"
+        else:
+            reason = f"robots.txt answered HTTP {response.status_code}" if response.status_code >= 500 else None
+        if reason:
+            log.warning("not crawling %s: %s", origin, reason)
+            self.stats.errors.append(f"{origin}: {reason}")
+            return HostState(robots=None, delay_s=self.config.delay_s, refused=reason)
         if response.status_code >= 400:
             return HostState(robots=None, delay_s=self.config.delay_s)
         robots = Protego.parse(response.text)
         crawl_delay = robots.crawl_delay(self.config.user_agent) or 0.0
         return HostState(robots=robots, delay_s=max(self.config.delay_s, float(crawl_delay)))
 
-    def allowed(self, url: str) -> bool:
+    def refusal(self, url: str) -> str | None:
+        """Why ``url`` must not be fetched (a skip reason), or None."""
         host = self._host(url)
-        return host.robots is None or host.robots.can_fetch(url, self.config.user_agent)
+        if host.refused:
+            return "host_unavailable"
+        if host.robots is not None and not host.robots.can_fetch(url, self.config.user_agent):
+            return "robots_disallowed"
+        return None
 
     def _wait_turn(self, url: str) -> None:
         host = self._host(url)
@@ -153,8 +163,9 @@ class Crawler:
 
         while frontier and self.stats.fetched < self.config.max_pages:
             url, depth = frontier.popleft()
-            if not self.allowed(url):
-                self.stats.skip("robots_disallowed")
+            refusal = self.refusal(url)
+            if refusal:
+                self.stats.skip(refusal)
                 continue
             try:
                 response, body = self.fetch(url)

@@ -1,0 +1,33 @@
+# Two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/tiny.yaml
+
+.PHONY: setup demo test test-fast bench clean check-java
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+check-java:
+	@command -v java >/dev/null || { echo "Spark needs Java 17+ on PATH (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
+
+demo: $(STAMP) check-java
+	$(BIN)/llmpipe demo --config $(CONFIG)
+
+test: $(STAMP) check-java
+	$(BIN)/python -m pytest -ra
+
+test-fast: $(STAMP) check-java
+	$(BIN)/python -m pytest -ra -m "not slow"
+
+bench: $(STAMP) check-java
+	$(BIN)/python benchmarks/pipeline.py
+
+clean:
+	rm -rf data benchmarks/out

@@ -1,0 +1,141 @@
+"""Fixtures: real data from ../shared/data, a real web site on 127.0.0.1, real Spark/Prefect/MLflow.
+
+Prefect reads its settings at import, so its home and result store are pointed at a
+temporary directory here, before any test module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+_STATE = Path(tempfile.mkdtemp(prefix="llmpipe-tests-"))
+os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
+os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_STATE / "prefect" / "storage")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = "llm_core"
+os.environ["DO_NOT_TRACK"] = "true"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("PREFECT_API_URL", None)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data folder (``$LLMPIPE_SHARED_DATA``, default ``../shared/data``); skip without it."""
+    path = Path(os.environ.get("LLMPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not (path / "README.md").is_file():
+        pytest.skip(f"shared data not found at {path} (set LLMPIPE_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def html_pages(shared_data: Path) -> list[Path]:
+    pages = sorted((shared_data / "html_trafilatura" / "cache").glob("*.html"))
+    if not pages:
+        pytest.skip("html_trafilatura/cache has no pages")
+    return pages
+
+
+# A German page in ISO-8859-1, served with that charset: the crawler must not drop or garble it.
+LATIN1_PAGE = (
+    "<html><head><meta charset='iso-8859-1'><title>Grüße aus Köln</title></head><body><article>"
+    "<h1>Ein Morgen am Rhein</h1>"
+    "<p>Die Straßenbahn fährt über die Brücke, während die Möwen über dem Rhein kreisen.</p>"
+    "<p>Überall duftet es nach frischem Gebäck, und die Bäckerei öffnet schon früh am Morgen.</p>"
+    "<p>Am Ufer üben zwei Straßenmusiker ein Stück, das nach Sommer und großen Plänen klingt.</p>"
+    "<p>Später füllen sich die Cafés; man bestellt Kaffee, blättert in der Zeitung und plaudert über das Wetter.</p>"
+    "<p>Gegen Mittag wird es ruhiger, nur die Fähre pendelt unermüdlich zwischen den beiden Ufern hin und her.</p>"
+    "</article></body></html>"
+).encode("iso-8859-1")
+
+
+class Site:
+    """A small real web site: an index linking real pages, a robots.txt, a non-UTF-8 page, a huge page."""
+
+    def __init__(self, pages: list[Path]):
+        self.pages = {f"/pages/{p.name}": p for p in pages}
+        self.requests: list[str] = []
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                site.requests.append(self.path)
+                body, ctype, status = site.route(self.path)
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def route(self, path: str) -> tuple[bytes, str, int]:
+        if path == "/robots.txt":
+            return b"User-agent: *\nDisallow: /private/\n", "text/plain", 200
+        if path == "/":
+            links = "".join(f'<li><a href="{p}">{p}</a></li>' for p in self.pages)
+            links += '<li><a href="/private/secret.html">secret</a></li><li><a href="/latin1.html">latin1</a></li>'
+            links += '<li><a href="/huge.html">huge</a></li><li><a href="/missing.html">missing</a></li>'
+            links += '<li><a href="https://example.com/elsewhere">other host</a></li>'
+            return f"<html><body><h1>Index</h1><ul>{links}</ul></body></html>".encode(), "text/html", 200
+        if path in self.pages:
+            return self.pages[path].read_bytes(), "text/html", 200
+        if path.startswith("/private/"):
+            return b"<html><body>must never be fetched</body></html>", "text/html", 200
+        if path == "/latin1.html":
+            return LATIN1_PAGE, "text/html; charset=iso-8859-1", 200
+        if path == "/huge.html":
+            return b"<html><body>" + b"<p>word </p>" * 400_000 + b"</body></html>", "text/html", 200
+        return b"not found", "text/plain", 404
+
+    def __enter__(self) -> "Site":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def site(html_pages: list[Path]):
+    with Site(html_pages[:30]) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def spark_config():
+    from llm_core.config import SparkConfig
+
+    return SparkConfig(master="local[2]", conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"})
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real Prefect API (temporary database) for the whole test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

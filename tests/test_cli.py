@@ -1,0 +1,115 @@
+"""``llmpipe`` as a user runs it: a subprocess with its own data root."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+def llmpipe(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_status_lists_every_stage(tmp_path):
+    result = llmpipe("status", "--config", str(TINY), "--set", f"project.data_root={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["crawl", "dedupe", "filter", "tokenizer", "train", "evaluate"]
+    assert all(line.split()[1] == "missing" and str(tmp_path) in line for line in lines)
+
+
+def test_config_typo_fails_before_any_stage(tmp_path):
+    result = llmpipe("run", "--config", str(TINY), "--set", f"project.data_root={tmp_path}",
+                     "--set", "tokenizer.vocab_sise=4096")
+    assert result.returncode == 1
+    assert "tokenizer.vocab_sise: Extra inputs are not permitted" in result.stderr
+    assert not any(tmp_path.iterdir()), "nothing may be written for an invalid config"
+
+
+def test_unreachable_seed_names_the_stage_and_leaves_no_output(tmp_path, unused_port):
+    result = llmpipe("run", "--config", str(TINY), "--set", f"project.data_root={tmp_path}",
+                     "--set", f"crawl.seeds=['http://127.0.0.1:{unused_port}/']")
+    assert result.returncode == 1
+    assert "[crawl] none of the 1 seed URL(s) could be fetched" in result.stderr
+    crawl_dir = tmp_path / "crawl"
+    assert not crawl_dir.exists() or not any(crawl_dir.iterdir()), "a failed stage leaves nothing behind"
+
+
+def wait_http(url, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not come up in {timeout} s")
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # prefect serve and our ui stop on SIGINT
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_ui_then_serve_runs_the_deployment(site, tmp_path, unused_port):
+    prefect_port, mlflow_port = unused_port, unused_port + 1
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api"}
+    ui = subprocess.Popen([sys.executable, "-m", "flows.cli", "ui", "--config", str(TINY), "--set",
+                           f"project.data_root={tmp_path}", "--prefect-port", str(prefect_port),
+                           "--mlflow-port", str(mlflow_port)], cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    serve = None
+    try:
+        wait_http(f"http://127.0.0.1:{prefect_port}/api/health")
+        wait_http(f"http://127.0.0.1:{mlflow_port}/health")
+        serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], cwd=REPO, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline, deployments = time.monotonic() + 90, []
+        while time.monotonic() < deadline and not deployments:
+            deployments = httpx.post(f"http://127.0.0.1:{prefect_port}/api/deployments/filter", json={}).json()
+            time.sleep(1)
+        (deployment,) = deployments
+        assert deployment["name"] == "pipeline"
+        assert deployment["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
+        assert deployment["parameters"]["config"]["crawl"]["seeds"] == ["http://127.0.0.1:8765/"]
+
+        # A run started as from the UI, with the form's values changed, is picked up by the served process.
+        params = {"config": {**deployment["parameters"]["config"],
+                             "project": {"data_root": str(tmp_path / "data")},
+                             "crawl": {"seeds": [site.url], "max_pages": 5}},
+                  "stop_after": "crawl"}
+        run = httpx.post(f"http://127.0.0.1:{prefect_port}/api/deployments/{deployment['id']}/create_flow_run",
+                         json={"parameters": params}).json()
+        deadline, state = time.monotonic() + 120, None
+        while time.monotonic() < deadline and state not in ("COMPLETED", "FAILED", "CRASHED"):
+            time.sleep(2)
+            state = httpx.get(f"http://127.0.0.1:{prefect_port}/api/flow_runs/{run['id']}").json()["state"]["type"]
+        assert state == "COMPLETED"
+        assert len(list((tmp_path / "data" / "crawl").glob("*/_SUCCESS"))) == 1
+    finally:
+        if serve:
+            stop(serve)
+        stop(ui)
+    assert ui.returncode is not None
+
+
+def test_serve_without_a_server_says_how_to_start_one(unused_port):
+    result = llmpipe("serve", env={"PREFECT_API_URL": f"http://127.0.0.1:{unused_port}/api"})
+    assert result.returncode == 1
+    assert "no Prefect server answers" in result.stderr and "llmpipe ui" in result.stderr

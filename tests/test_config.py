@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llm_core.config import PipelineConfig, apply_overrides, load_config, parse_config
+from llm_core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_tiny_config_parses():
+    config = load_config(REPO / "configs" / "tiny.yaml")
+    assert config.crawl.seeds == ["http://127.0.0.1:8765/"]
+    assert config.train.zero_stage == 2
+
+
+def test_typo_names_the_key():
+    with pytest.raises(ConfigError, match=r"tokenizer\.vocab_sise"):
+        parse_config({"tokenizer": {"vocab_sise": 4096}})
+
+
+def test_bad_value_names_the_key_and_reason():
+    with pytest.raises(ConfigError, match=r"train\.zero_stage.*less than or equal to 3"):
+        parse_config({"train": {"zero_stage": 5}})
+    with pytest.raises(ConfigError, match=r"crawl.*not an http"):
+        parse_config({"crawl": {"seeds": ["ftp://x"]}})
+    with pytest.raises(ConfigError, match=r"n_embd"):
+        parse_config({"train": {"model": {"n_embd": 130, "n_head": 4}}})
+
+
+def test_overrides_parse_yaml_values(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("crawl:\n  seeds: ['http://127.0.0.1:1/']\n")
+    config = load_config(path, ["tokenizer.vocab_size=4096", "filter.languages=[en, de]", "dedupe.near=false"])
+    assert config.tokenizer.vocab_size == 4096
+    assert config.filter.languages == ["en", "de"]
+    assert config.dedupe.near is False
+
+
+def test_malformed_override_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        apply_overrides({}, ["tokenizer.vocab_size"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("crawl: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_deployment_parameters_are_the_tiny_config():
+    """deployments/prefect.yaml repeats configs/tiny.yaml as the deployment's default parameters."""
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    (deployment,) = [d for d in spec["deployments"] if d["name"] == "pipeline"]
+    assert PipelineConfig.model_validate(deployment["parameters"]["config"]) == load_config(REPO / "configs" / "tiny.yaml")

@@ -1,0 +1,83 @@
+"""The whole flow through real Prefect (temporary API), Spark, DeepSpeed and MLflow (SQLite)."""
+
+import shutil
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from llm_core.config import STAGES, parse_config
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(site, tmp_path, spark_config, **overrides):
+    tree = {
+        "project": {"data_root": str(tmp_path / "data"), "mlflow_tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+                    "mlflow_experiment": "test", "registered_model_name": "test-gpt"},
+        "spark": spark_config.model_dump(),
+        "crawl": {"seeds": [site.url], "max_pages": 40, "max_depth": 1},
+        "filter": {"languages": ["de", "en"], "lang_threshold": 0.5, "min_words": 50},
+        "tokenizer": {"vocab_size": 512},
+        "train": {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32}, "max_steps": 10,
+                  "micro_batch_size": 4, "grad_accum_steps": 1, "warmup_steps": 2, "log_every": 5},
+        "evaluate": {"num_samples": 1, "sample_tokens": 8, "max_batches": 20},
+    }
+    for section, values in overrides.items():
+        tree[section] = {**tree[section], **values}
+    return parse_config(tree)
+
+
+def cached(summary):
+    return {name: info["cached"] for name, info in summary["stages"].items()}
+
+
+def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spark_config, tmp_path):
+    from flows.pipeline import pipeline
+
+    config = tiny_config(site, tmp_path, spark_config)
+    first = pipeline(config=config)
+    assert cached(first) == dict.fromkeys(STAGES, False)
+    assert first["registered_model"] == {"name": "test-gpt", "version": 1, "new": True}
+
+    client = MlflowClient(config.project.mlflow_tracking_uri)
+    children = client.search_runs(
+        [client.get_experiment_by_name("test").experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{first['mlflow_run_id']}'",
+    )
+    by_stage = {r.data.tags["llmpipe.stage"]: r for r in children}
+    assert set(by_stage) == set(STAGES)
+    assert by_stage["crawl"].data.metrics["docs_out"] >= 20
+    assert by_stage["tokenizer"].data.params["vocab_size"] == "512"
+    assert by_stage["evaluate"].data.metrics["perplexity"] > 1
+    assert [m.step for m in client.get_metric_history(by_stage["train"].info.run_id, "train/loss")] == [5, 10]
+    version = client.get_model_version("test-gpt", "1")
+    assert version.tags["llmpipe.model_key"] == first["stages"]["train"]["path"].rsplit("/", 1)[-1]
+
+    # Nothing changed: every stage is served from Prefect's cache; the model is not registered again.
+    second = pipeline(config=config)
+    assert cached(second) == dict.fromkeys(STAGES, True)
+    assert second["registered_model"]["version"] == 1 and not second["registered_model"]["new"]
+
+    # One stage's setting changed: that stage and those after it rerun, none before.
+    changed = tiny_config(site, tmp_path, spark_config, tokenizer={"vocab_size": 600})
+    third = pipeline(config=changed)
+    assert cached(third) == {"crawl": True, "dedupe": True, "filter": True,
+                             "tokenizer": False, "train": False, "evaluate": False}
+    assert third["registered_model"] == {"name": "test-gpt", "version": 2, "new": True}
+
+    # An output deleted by hand is rebuilt even though Prefect remembers the task.
+    shutil.rmtree(third["stages"]["evaluate"]["path"])
+    fourth = pipeline(config=changed)
+    assert cached(fourth) == {**dict.fromkeys(STAGES, True), "evaluate": False}
+
+
+def test_a_corpus_filtered_to_nothing_stops_the_flow(site, prefect_api, spark_config, tmp_path):
+    from flows.pipeline import pipeline
+
+    from llm_core.errors import StageError
+
+    config = tiny_config(site, tmp_path, spark_config, filter={"languages": ["sw"]})
+    with pytest.raises(StageError, match=r"\[filter\] all \d+ documents were filtered out"):
+        pipeline(config=config)
+    assert not (tmp_path / "data" / "filter").exists() or not any((tmp_path / "data" / "filter").iterdir())
+    assert not (tmp_path / "data" / "tokenizer").exists()

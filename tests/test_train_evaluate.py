@@ -1,0 +1,72 @@
+"""Real DeepSpeed training on CPU (gloo), in worker processes, then evaluation."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from llm_core.config import EvaluateConfig, ModelConfig, TokenizerConfig, TrainConfig
+from llm_core.errors import StageError
+from llm_core.evaluate import REPORT_JSON, evaluate
+from llm_core.tokenizer import TOKENIZER_FILE, build_tokenizer_and_shards
+from llm_core.tokenizer.train import SHARDS_DIR
+from llm_core.train import MODEL_FILE, load_model, train
+from helpers import shakespeare_docs
+
+TINY = ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64)
+
+
+@pytest.fixture(scope="module")
+def shards(shared_data, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("train")
+    docs_dir, _ = shakespeare_docs(shared_data, tmp_path)
+    out = tmp_path / "tok"
+    out.mkdir()
+    build_tokenizer_and_shards(TokenizerConfig(vocab_size=512), docs_dir, out)
+    return out
+
+
+def run_training(shards, tmp_path, **settings):
+    settings = {"model": TINY, "micro_batch_size": 8, "grad_accum_steps": 2, "max_steps": 60, "lr": 3e-3,
+                "warmup_steps": 5, "log_every": 10, **settings}
+    config = TrainConfig(**settings)
+    out = tmp_path / "train"
+    out.mkdir()
+    return config, out, train(config, shards / SHARDS_DIR, out)
+
+
+def test_zero2_trains_and_evaluates(shards, tmp_path):
+    config, out, stats = run_training(shards, tmp_path)
+    curve = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in curve] == [10, 20, 30, 40, 50, 60]
+    assert curve[-1]["loss"] < curve[0]["loss"] - 0.5, curve
+    assert curve[-1]["lr"] < curve[1]["lr"], "cosine schedule decays"
+    assert stats["world_size"] == 1 and stats["tokens_seen"] == 60 * 8 * 2 * 64
+    assert (out / "checkpoint" / "final").is_dir()
+
+    model = load_model(out / MODEL_FILE)
+    assert model.config.vocab_size == 512
+
+    eval_out = tmp_path / "eval"
+    eval_out.mkdir()
+    metrics = evaluate(EvaluateConfig(num_samples=2, sample_tokens=16), shards / TOKENIZER_FILE, shards / SHARDS_DIR,
+                       out / MODEL_FILE, eval_out)
+    assert math.isclose(metrics["perplexity"], math.exp(metrics["val_loss"]), rel_tol=1e-3)
+    assert metrics["val_loss"] < math.log(512), "better than uniform over the vocabulary"
+    assert 0.5 < metrics["bits_per_byte"] < 8
+    report = json.loads((eval_out / REPORT_JSON).read_text())
+    assert len(report["samples"]) == 2 and all(s["completion"] for s in report["samples"])
+
+
+def test_zero3_two_processes_consolidates_the_model(shards, tmp_path):
+    config, out, stats = run_training(shards, tmp_path, zero_stage=3, nproc_per_node=2)
+    assert stats["world_size"] == 2
+    state = torch.load(out / MODEL_FILE, weights_only=True)["state_dict"]
+    assert state["transformer.h.0.attn.c_attn.weight"].shape == (3 * 64, 64), "full (unpartitioned) weights"
+
+
+def test_a_crashing_worker_is_a_retryable_stage_error(shards, tmp_path):
+    with pytest.raises(StageError, match=r"\[train\] training processes exited with code") as info:
+        run_training(shards, tmp_path, model=ModelConfig(n_layer=1, n_head=1, n_embd=8, block_size=10**6))
+    assert info.value.retryable
