@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -56,10 +55,10 @@ def run_pipeline(config: PipelineConfig, stop_after: str = "evaluate") -> dict:
 
 def print_summary(summary: dict, config: PipelineConfig) -> None:
     print("\nPipeline finished.")
-    print(f"  {'stage':<10} {'status':<7} {'seconds':>8}  output")
+    print(f"  {'stage':<10} {'status':<7} {'built in':>8}  output")
     for name, info in summary["stages"].items():
         status = "cached" if info["cached"] else "ran"
-        print(f"  {name:<10} {status:<7} {info['wall_s'] or 0:>8.1f}  {info['path']}")
+        print(f"  {name:<10} {status:<7} {info['wall_s'] or 0:>7.1f}s  {info['path']}")
     print(f"\nPrefect flow run: {summary['flow_run_name']} ({summary['flow_run_id']})")
     print(f"  UI: llmpipe ui --config ... then http://127.0.0.1:{PREFECT_PORT}/runs/flow-run/{summary['flow_run_id']}")
     print(f"MLflow run: {summary['mlflow_run_id']} (experiment {config.project.mlflow_experiment!r}, "
@@ -230,8 +229,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             summary = run_pipeline(config, stop_after=args.name if args.command == "stage" else "evaluate")
             print_summary(summary, config)
-            if os.environ.get("LLMPIPE_SUMMARY_JSON"):
-                Path(os.environ["LLMPIPE_SUMMARY_JSON"]).write_text(json.dumps(summary, indent=2))
     except PipelineError as exc:
         print(f"llmpipe: error: {exc}", file=sys.stderr)
         return 1
