@@ -73,6 +73,7 @@ def main() -> None:
                 "lr": engine.get_lr()[0],
                 "grad_norm": float(engine.get_global_grad_norm() or 0.0),
                 "tokens_per_s": step * tokens_per_step / elapsed,
+                "elapsed_s": elapsed,
             }
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
