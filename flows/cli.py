@@ -89,6 +89,8 @@ def demo_site(seed: str) -> Iterator[None]:
     with this Python; pydoc's server quits when its standard input closes, so we hold a pipe open."""
     parts = urlsplit(seed)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        raise PipelineError(f"{host}:{port} is already in use: stop what serves it, or change crawl.seeds")
     with tempfile.TemporaryDirectory() as cwd:
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-m", "pydoc", "-n", host, "-p", str(port)],
                                 cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

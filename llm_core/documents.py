@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterable
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -50,8 +48,3 @@ def read_documents(directory: Path, columns: list[str] | None = None) -> pa.Tabl
         return DOCUMENT_SCHEMA.empty_table() if columns is None else DOCUMENT_SCHEMA.empty_table().select(columns)
     return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
 
-
-def iter_texts(directory: Path, batch_size: int = 1024) -> Iterable[str]:
-    for f in sorted(Path(directory).glob("*.parquet")):
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=["text"]):
-            yield from batch.column(0).to_pylist()

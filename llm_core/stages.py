@@ -17,7 +17,7 @@ from llm_core import crawl, dedup, evaluate, filters, tokenizer, train
 from llm_core.config import STAGES, PipelineConfig
 from llm_core.documents import DOCS_DIR
 from llm_core.errors import StageError
-from llm_core.storage import StageOutput, is_complete, load_output, materialize, output_dir, stage_key
+from llm_core.storage import StageOutput, is_complete, materialize, output_dir, stage_key
 from llm_core.tokenizer.train import SHARDS_DIR
 
 Inputs = dict[str, StageOutput]
@@ -93,6 +93,3 @@ def plan(config: PipelineConfig) -> list[PlannedOutput]:
         planned.append(PlannedOutput(stage.name, keys[stage.name], path, is_complete(path)))
     return planned
 
-
-def existing_output(planned: PlannedOutput) -> StageOutput | None:
-    return load_output(planned.stage, planned.key, planned.path) if planned.complete else None

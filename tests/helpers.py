@@ -13,3 +13,13 @@ def shakespeare_docs(shared_data, tmp_path, n_docs=80):
     rows = [{"id": f"doc{i}", "url": f"http://x/{i}", "source": "local", "text": t} for i, t in enumerate(texts)]
     write_documents(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), tmp_path / "docs")
     return tmp_path / "docs", texts
+
+
+def tokenized_shakespeare(shared_data, tmp_path, config):
+    """Shakespeare documents through the tokenizer stage: (output dir, stats, document texts)."""
+    from llm_core.tokenizer import build_tokenizer_and_shards
+
+    docs_dir, texts = shakespeare_docs(shared_data, tmp_path)
+    out = tmp_path / "tokenizer"
+    out.mkdir()
+    return out, build_tokenizer_and_shards(config, docs_dir, out), texts

@@ -1,5 +1,6 @@
 """The whole flow through real Prefect (temporary API), Spark, DeepSpeed and MLflow (SQLite)."""
 
+import os
 import shutil
 
 import pytest
@@ -57,6 +58,12 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     second = pipeline(config=config)
     assert cached(second) == dict.fromkeys(STAGES, True)
     assert second["registered_model"]["version"] == 1 and not second["registered_model"]["new"]
+
+    # Prefect's own cache wiped: every task runs, but each finds its output and does no work.
+    shutil.rmtree(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
+    after_wipe = pipeline(config=config)
+    assert cached(after_wipe) == dict.fromkeys(STAGES, False)
+    assert after_wipe["stages"] == {name: {**info, "cached": False} for name, info in first["stages"].items()}
 
     # One stage's setting changed: that stage and those after it rerun, none before.
     changed = tiny_config(site, tmp_path, spark_config, tokenizer={"vocab_size": 600})

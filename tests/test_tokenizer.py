@@ -10,17 +10,13 @@ from llm_core.documents import DOCUMENT_SCHEMA, write_documents
 from llm_core.errors import StageError
 from llm_core.tokenizer import EOT_TOKEN, TOKENIZER_FILE, TokenShards, build_tokenizer_and_shards
 from llm_core.tokenizer.train import SHARDS_DIR, is_validation
-from helpers import shakespeare_docs
+from helpers import tokenized_shakespeare
 
 
 @pytest.fixture(scope="module")
 def tokenized(shared_data, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("tok")
-    docs_dir, texts = shakespeare_docs(shared_data, tmp_path)
-    out = tmp_path / "out"
-    out.mkdir()
-    stats = build_tokenizer_and_shards(TokenizerConfig(vocab_size=1024, shard_tokens=50_000), docs_dir, out)
-    return out, stats, texts
+    config = TokenizerConfig(vocab_size=1024, shard_tokens=50_000)
+    return tokenized_shakespeare(shared_data, tmp_path_factory.mktemp("tok"), config)
 
 
 def test_tokenizer_round_trips_text(tokenized):

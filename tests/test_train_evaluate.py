@@ -9,21 +9,17 @@ import torch
 from llm_core.config import EvaluateConfig, ModelConfig, TokenizerConfig, TrainConfig
 from llm_core.errors import StageError
 from llm_core.evaluate import REPORT_JSON, evaluate
-from llm_core.tokenizer import TOKENIZER_FILE, build_tokenizer_and_shards
+from llm_core.tokenizer import TOKENIZER_FILE
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train import MODEL_FILE, load_model, train
-from helpers import shakespeare_docs
+from helpers import tokenized_shakespeare
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64)
 
 
 @pytest.fixture(scope="module")
 def shards(shared_data, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("train")
-    docs_dir, _ = shakespeare_docs(shared_data, tmp_path)
-    out = tmp_path / "tok"
-    out.mkdir()
-    build_tokenizer_and_shards(TokenizerConfig(vocab_size=512), docs_dir, out)
+    out, _, _ = tokenized_shakespeare(shared_data, tmp_path_factory.mktemp("train"), TokenizerConfig(vocab_size=512))
     return out
 
 

@@ -60,6 +60,10 @@ class PageTooLarge(Exception):
     pass
 
 
+class NotHtml(Exception):
+    """The response is not an HTML page: its body is not downloaded."""
+
+
 @dataclass
 class HostState:
     robots: Protego | None
@@ -134,9 +138,12 @@ class Crawler:
 
     # -- fetching ---------------------------------------------------------------------
     def fetch(self, url: str) -> tuple[httpx.Response, bytes]:
-        """GET with the per-page byte cap enforced while streaming, not after."""
+        """GET an HTML page; the byte cap is enforced while streaming, not after."""
         self._wait_turn(url)
         with self.client.stream("GET", url) as response:
+            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if response.status_code == 200 and content_type not in HTML_TYPES:
+                raise NotHtml(url)
             body = bytearray()
             for chunk in response.iter_bytes():
                 body.extend(chunk)
@@ -160,6 +167,7 @@ class Crawler:
         frontier: deque[tuple[str, int]] = deque((s, 0) for s in seeds)
         seen: set[str] = set(seeds)
         documents: list[dict[str, Any]] = []
+        kept_urls: set[str] = set()
 
         while frontier and self.stats.fetched < self.config.max_pages:
             url, depth = frontier.popleft()
@@ -171,6 +179,9 @@ class Crawler:
                 response, body = self.fetch(url)
             except PageTooLarge:
                 self.stats.skip("too_large")
+                continue
+            except NotHtml:
+                self.stats.skip("not_html")
                 continue
             except httpx.HTTPError as exc:
                 self.stats.skip("fetch_error")
@@ -186,9 +197,8 @@ class Crawler:
             if response.status_code != 200:
                 self.stats.skip(f"http_{response.status_code}")
                 continue
-            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            if content_type not in HTML_TYPES:
-                self.stats.skip("not_html")
+            if final_url in kept_urls:  # two links redirected to one page
+                self.stats.skip("duplicate_url")
                 continue
 
             doc = extract_document(body, final_url)
@@ -196,6 +206,7 @@ class Crawler:
                 self.stats.skip("too_little_text")
             else:
                 documents.append(doc)
+                kept_urls.add(final_url)
                 self.stats.kept += 1
 
             if depth < self.config.max_depth:

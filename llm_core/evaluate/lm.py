@@ -36,6 +36,7 @@ PROMPT_TOKENS = 8
 @torch.no_grad()
 def validation_loss(model, windows: list[np.ndarray], batch_size: int, max_batches: int | None) -> tuple[float, int]:
     """Mean next-token loss (nats) and the number of tokens it was measured on."""
+    device = next(model.parameters()).device
     total_nll, total_tokens, batches = 0.0, 0, 0
     by_length: dict[int, list[np.ndarray]] = {}
     for w in windows:
@@ -44,7 +45,7 @@ def validation_loss(model, windows: list[np.ndarray], batch_size: int, max_batch
         for start in range(0, len(group), batch_size):
             if max_batches is not None and batches >= max_batches:
                 break
-            batch = torch.from_numpy(np.stack(group[start : start + batch_size]))
+            batch = torch.from_numpy(np.stack(group[start : start + batch_size])).to(device)
             logits, _ = model(batch[:, :-1])
             targets = batch[:, 1:]
             nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), reduction="sum")
@@ -55,11 +56,12 @@ def validation_loss(model, windows: list[np.ndarray], batch_size: int, max_batch
 
 
 def generate_samples(model, tokenizer: Tokenizer, windows: list[np.ndarray], config: EvaluateConfig) -> list[dict[str, str]]:
-    generator = torch.Generator().manual_seed(config.seed)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(config.seed)
     samples = []
     step = max(1, len(windows) // max(config.num_samples, 1))
     for window in windows[::step][: config.num_samples]:
-        prompt = torch.from_numpy(window[:PROMPT_TOKENS]).unsqueeze(0)
+        prompt = torch.from_numpy(window[:PROMPT_TOKENS]).unsqueeze(0).to(device)
         out = model.generate(prompt, config.sample_tokens, temperature=config.temperature, top_k=config.top_k, generator=generator)
         samples.append({
             "prompt": tokenizer.decode(prompt[0].tolist()),
@@ -70,7 +72,7 @@ def generate_samples(model, tokenizer: Tokenizer, windows: list[np.ndarray], con
 
 def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, model_file: Path, out_dir: Path) -> dict[str, Any]:
     torch.manual_seed(config.seed)
-    model = load_model(model_file)
+    model = load_model(model_file, device="cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     val = TokenShards(shards_dir, "val")
     windows = val.sequential_windows(model.config.block_size + 1)
