@@ -152,15 +152,20 @@ def serve(file: Path) -> None:
 
 
 def ui(config: PipelineConfig, prefect_port: int, mlflow_port: int) -> None:
+    """Run both UI servers until Ctrl-C or SIGTERM, then stop them and everything they started."""
     from llm_core.tracking import tracking_uri
 
     setup_environment(config)
-    env = dict(os.environ)
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)], env=env),
-        subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(config.project),
-                          "--host", "127.0.0.1", "--port", str(mlflow_port)], env=env),
+    commands = [
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(config.project),
+         "--host", "127.0.0.1", "--port", str(mlflow_port)],
     ]
+    # Handlers set explicitly: a shell's background job starts with SIGINT ignored, and Ctrl-C must work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Each server in its own process group: both spawn workers, and the whole group is stopped.
+    procs = [subprocess.Popen(cmd, env=dict(os.environ), start_new_session=True) for cmd in commands]
     print(f"Prefect UI: http://127.0.0.1:{prefect_port}   MLflow UI: http://127.0.0.1:{mlflow_port}   Ctrl-C to stop.")
     print(f"To send runs to this Prefect server: export PREFECT_API_URL=http://127.0.0.1:{prefect_port}/api")
     try:
@@ -170,13 +175,14 @@ def ui(config: PipelineConfig, prefect_port: int, mlflow_port: int) -> None:
         pass
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=20)
-            if p.poll() is None:
-                p.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)  # whatever of the group is still there
+            p.wait()
 
 
 def status(config: PipelineConfig) -> None:

@@ -106,7 +106,10 @@ def test_ui_then_serve_runs_the_deployment(site, tmp_path, unused_port):
         if serve:
             stop(serve)
         stop(ui)
-    assert ui.returncode is not None
+    assert ui.returncode == 0
+    for url in (f"http://127.0.0.1:{prefect_port}/api/health", f"http://127.0.0.1:{mlflow_port}/health"):
+        with pytest.raises(httpx.HTTPError):  # Ctrl-C stopped both servers and their workers
+            httpx.get(url, timeout=2)
 
 
 def test_serve_without_a_server_says_how_to_start_one(unused_port):
