@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -67,6 +69,26 @@ def load_output(stage: str, key: str, path: Path) -> StageOutput:
     return StageOutput(stage=stage, key=key, path=path.resolve(), stats=stats)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_abandoned_tmp_dirs(stage_dir: Path, key: str) -> None:
+    """Delete ``.tmp-<key>-<this host>-<pid>-*`` left by processes of this host that have died."""
+    prefix = f".tmp-{key}-{socket.gethostname()}-"
+    for tmp in stage_dir.glob(f"{prefix}*"):
+        pid = tmp.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            log.info("removing %s, left by a process that died", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def materialize(
     data_root: Path,
     stage: str,
@@ -89,7 +111,8 @@ def materialize(
     if final.exists():  # a directory without a marker is debris from an older crash: never trusted
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+    remove_abandoned_tmp_dirs(final.parent, key)
+    tmp = final.parent / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     started = time.perf_counter()
     try:

@@ -116,3 +116,25 @@ def test_serve_without_a_server_says_how_to_start_one(unused_port):
     result = llmpipe("serve", env={"PREFECT_API_URL": f"http://127.0.0.1:{unused_port}/api"})
     assert result.returncode == 1
     assert "no Prefect server answers" in result.stderr and "llmpipe ui" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_nothing_trusted_and_the_next_run_completes(site, tmp_path):
+    overrides = ["--set", f"project.data_root={tmp_path}", "--set", f"crawl.seeds=['{site.url}']",
+                 "--set", "crawl.max_pages=12", "--set", "crawl.delay_s=0.5"]
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "stage", "crawl", "--config", str(TINY), *overrides],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob("crawl/.tmp-*")):
+        time.sleep(0.2)
+    assert list(tmp_path.glob("crawl/.tmp-*")), "the crawl never started"
+    proc.kill()  # SIGKILL mid-stage: no cleanup code runs
+    proc.wait()
+    assert not list(tmp_path.glob("crawl/*/_SUCCESS"))
+    assert "crawl      missing" in llmpipe("status", "--config", str(TINY), *overrides).stdout
+
+    result = llmpipe("stage", "crawl", "--config", str(TINY), *overrides)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list(tmp_path.glob("crawl/*/_SUCCESS"))) == 1
+    assert not list(tmp_path.glob("crawl/.tmp-*")), "the killed run's partial output is cleaned up"
+    assert "crawl      done" in llmpipe("status", "--config", str(TINY), *overrides).stdout

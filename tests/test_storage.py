@@ -49,3 +49,21 @@ def test_directory_without_marker_is_rebuilt(tmp_path):
     out = materialize(tmp_path, "dedupe", DedupeConfig(), [], "1", lambda out: {"docs_out": 0})
     assert not (out.path / "stale.txt").exists()
     assert (out.path / SUCCESS_MARKER).is_file()
+
+
+def test_partial_output_of_a_dead_process_is_removed(tmp_path):
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    key = stage_key("dedupe", DedupeConfig(), [], "1")
+    (tmp_path / "dedupe").mkdir()
+    abandoned = tmp_path / "dedupe" / f".tmp-{key}-{socket.gethostname()}-{dead.pid}-abcd1234"
+    alive = tmp_path / "dedupe" / f".tmp-{key}-{socket.gethostname()}-1-abcd1234"  # pid 1 is alive
+    other_host = tmp_path / "dedupe" / f".tmp-{key}-elsewhere-{dead.pid}-abcd1234"
+    for d in (abandoned, alive, other_host):
+        d.mkdir()
+    materialize(tmp_path, "dedupe", DedupeConfig(), [], "1", lambda out: {})
+    assert not abandoned.exists()
+    assert alive.exists() and other_host.exists(), "only this host's dead processes are cleaned up"
