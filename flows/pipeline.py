@@ -7,6 +7,7 @@ the evaluated model is registered.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -30,6 +31,9 @@ STAGE_ARTIFACTS = {"tokenizer": [TOKENIZER_FILE], "train": ["train_stats.json"],
 def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: str = "evaluate") -> dict[str, Any]:
     """Run the stages up to and including ``stop_after``; finished stages are cached."""
     logger = get_run_logger()
+    # Stage progress (pages crawled, training steps) is logged by llm_core; Prefect forwards
+    # that logger (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves its level at the root's WARNING.
+    logging.getLogger("llm_core").setLevel(logging.INFO)
     if stop_after not in STAGES:
         raise ValueError(f"stop_after must be one of {STAGES}, not {stop_after!r}")
     flow_run = get_run_context().flow_run

@@ -12,6 +12,8 @@ _DEFAULTS = {
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Spark's console progress bar redraws one line with \r, which garbles the task logs.
+    "spark.ui.showConsoleProgress": "false",
 }
 
 

@@ -123,12 +123,12 @@ def test_a_killed_run_leaves_nothing_trusted_and_the_next_run_completes(site, tm
     overrides = ["--set", f"project.data_root={tmp_path}", "--set", f"crawl.seeds=['{site.url}']",
                  "--set", "crawl.max_pages=12", "--set", "crawl.delay_s=0.5"]
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "stage", "crawl", "--config", str(TINY), *overrides],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(tmp_path.glob("crawl/.tmp-*")):
         time.sleep(0.2)
     assert list(tmp_path.glob("crawl/.tmp-*")), "the crawl never started"
-    proc.kill()  # SIGKILL mid-stage: no cleanup code runs
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-stage, with its Prefect API process: no cleanup code runs
     proc.wait()
     assert not list(tmp_path.glob("crawl/*/_SUCCESS"))
     assert "crawl      missing" in llmpipe("status", "--config", str(TINY), *overrides).stdout
