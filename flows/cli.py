@@ -42,6 +42,8 @@ def setup_environment(config: PipelineConfig) -> None:
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(data_root / "prefect" / "storage"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "llm_core")
+    # llm_core also logs outside flow runs (a stage called directly); that is not an error.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
