@@ -62,7 +62,37 @@ def test_zero3_two_processes_consolidates_the_model(shards, tmp_path):
     assert state["transformer.h.0.attn.c_attn.weight"].shape == (3 * 64, 64), "full (unpartitioned) weights"
 
 
-def test_a_crashing_worker_is_a_retryable_stage_error(shards, tmp_path):
-    with pytest.raises(StageError, match=r"\[train\] training processes exited with code") as info:
+def test_a_killed_worker_is_a_retryable_stage_error(shards, tmp_path):
+    """SIGKILL one training process mid-run (an OOM kill, a preempted node)."""
+    import threading
+    import time
+
+    import psutil
+
+    errors = []
+
+    def run():
+        try:
+            run_training(shards, tmp_path, max_steps=10_000)
+        except StageError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (tmp_path / "train" / "metrics.jsonl").is_file():
+        time.sleep(0.2)
+    workers = [p for p in psutil.Process().children(recursive=True)
+               if "llm_core.train.worker" in " ".join(p.cmdline()) and "torch.distributed.run" not in " ".join(p.cmdline())]
+    assert workers, "no training worker found"
+    workers[0].kill()
+    thread.join(timeout=120)
+    (error,) = errors
+    assert "[train] training processes exited with code" in str(error)
+    assert error.retryable
+
+
+def test_too_little_data_for_one_window_is_a_clear_error(shards, tmp_path):
+    with pytest.raises(StageError, match=r"\[train\] the largest training shard has \d+ tokens") as info:
         run_training(shards, tmp_path, model=ModelConfig(n_layer=1, n_head=1, n_embd=8, block_size=10**6))
-    assert info.value.retryable
+    assert not info.value.retryable

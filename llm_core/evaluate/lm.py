@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from torch.nn import functional as F
 
 from llm_core.config import EvaluateConfig
+from llm_core.errors import StageError
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.train import load_model
 
@@ -77,6 +78,9 @@ def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, mod
     val = TokenShards(shards_dir, "val")
     windows = val.sequential_windows(model.config.block_size + 1)
     loss, tokens = validation_loss(model, windows, config.batch_size, config.max_batches)
+    if tokens == 0:
+        raise StageError(STAGE, "the validation split has no tokens to score; raise tokenizer.val_fraction "
+                         "or crawl more pages")
     metrics = {
         "val_loss": round(loss, 5),
         "perplexity": round(math.exp(loss), 3),

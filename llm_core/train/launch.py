@@ -21,6 +21,7 @@ import torch
 from llm_core.config import TrainConfig
 from llm_core.errors import StageError
 from llm_core.models import GPT, GPTConfig
+from llm_core.tokenizer.shards import TokenShards
 
 CODE_VERSION = "1"
 STAGE = "train"
@@ -36,7 +37,17 @@ def worker_command(config: TrainConfig, job_file: Path) -> list[str]:
     ]
 
 
+def check_enough_tokens(config: TrainConfig, shards_dir: Path) -> None:
+    """Fail before starting workers when no training window fits in the data (not worth a retry)."""
+    longest = max((len(s) for s in TokenShards(shards_dir, "train").shards), default=0)
+    if longest <= config.model.block_size + 1:
+        raise StageError(STAGE, f"the largest training shard has {longest} tokens, too few for one window of "
+                         f"train.model.block_size + 1 = {config.model.block_size + 1}; crawl more pages "
+                         "or lower train.model.block_size")
+
+
 def train(config: TrainConfig, shards_dir: Path, out_dir: Path) -> dict[str, Any]:
+    check_enough_tokens(config, shards_dir)
     job_file = out_dir / "job.json"
     job_file.write_text(json.dumps({
         "config": config.model_dump(mode="json"), "shards_dir": str(shards_dir), "out_dir": str(out_dir),
