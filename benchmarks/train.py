@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -59,13 +60,12 @@ def build_shards(out: Path) -> Path:
     text = (shared / "text_tinyshakespeare" / "input.txt").read_text()
     scenes = [s for s in text.split("\n\n") if s.strip()]
     docs = ["\n\n".join(scenes[i:i + 50]) for i in range(0, len(scenes), 50)]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # built aside, moved into place when complete
         rows = [{"id": f"tiny-shakespeare-{i}", "text": t, "source": "local"} for i, t in enumerate(docs)]
         write_documents(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), Path(tmp) / "docs")
-        build_dir = out.parent / (out.name + ".building")
-        build_dir.mkdir(parents=True, exist_ok=True)
-        build_tokenizer_and_shards(TokenizerConfig(vocab_size=2048), Path(tmp) / "docs", build_dir)
-        (build_dir / "shards").rename(out)
+        build_tokenizer_and_shards(TokenizerConfig(vocab_size=2048), Path(tmp) / "docs", Path(tmp))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(tmp) / "shards"), out)
     return out
 
 

@@ -5,7 +5,7 @@
     llmpipe status --config FILE [--set ...]             which stage outputs exist for this config
     llmpipe demo --config FILE                           serve the demo site on 127.0.0.1, then run
     llmpipe serve [--file deployments/prefect.yaml]      serve the deployments (schedules, UI runs)
-    llmpipe ui --config FILE                             Prefect and MLflow UIs on 127.0.0.1
+    llmpipe ui [--config FILE]                           Prefect and MLflow UIs on 127.0.0.1 (its data root)
 
 Prefect reads its settings when first imported, so this module sets the environment from
 the config (state under the data root) before importing anything of Prefect's.
@@ -30,6 +30,7 @@ from llm_core.config import STAGES, PipelineConfig, load_config
 from llm_core.errors import PipelineError
 
 DEFAULT_DEPLOYMENTS = Path("deployments/prefect.yaml")
+DEFAULT_CONFIG = Path("configs/tiny.yaml")
 PREFECT_PORT = 4200
 MLFLOW_PORT = 5000
 
@@ -59,8 +60,7 @@ def print_summary(summary: dict, config: PipelineConfig) -> None:
     print("\nPipeline finished.")
     print(f"  {'stage':<10} {'status':<7} {'built in':>8}  output")
     for name, info in summary["stages"].items():
-        status = "cached" if info["cached"] else "ran"
-        print(f"  {name:<10} {status:<7} {info['wall_s'] or 0:>7.1f}s  {info['path']}")
+        print(f"  {name:<10} {info['status']:<7} {info['wall_s'] or 0:>7.1f}s  {info['path']}")
     print(f"\nPrefect flow run: {summary['flow_run_name']} ({summary['flow_run_id']})")
     print(f"  UI: llmpipe ui --config ... then http://127.0.0.1:{PREFECT_PORT}/runs/flow-run/{summary['flow_run_id']}")
     print(f"MLflow run: {summary['mlflow_run_id']} (experiment {config.project.mlflow_experiment!r}, "
@@ -80,7 +80,8 @@ def wait_for_port(host: str, port: int, timeout_s: float = 30.0) -> None:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
             return
         time.sleep(0.2)
-    raise RuntimeError(f"nothing answered on {host}:{port} after {timeout_s:.0f} s")
+    raise PipelineError(f"the demo site did not come up on {host}:{port} within {timeout_s:.0f} s; "
+                        f"try `{sys.executable} -m pydoc -n {host} -p {port}` to see why")
 
 
 @contextlib.contextmanager
@@ -90,7 +91,7 @@ def demo_site(seed: str) -> Iterator[None]:
     ``-I -S`` limits it to the standard library, so the site is the same on every machine
     with this Python; pydoc's server quits when its standard input closes, so we hold a pipe open."""
     parts = urlsplit(seed)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    host, port = parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
         raise PipelineError(f"{host}:{port} is already in use: stop what serves it, or change crawl.seeds")
     with tempfile.TemporaryDirectory() as cwd:
@@ -109,6 +110,9 @@ def demo_site(seed: str) -> Iterator[None]:
 def load_deployments(file: Path) -> list[dict]:
     import yaml
 
+    if not file.is_file():
+        raise PipelineError(f"deployment file {str(file)!r} does not exist (run from the repository root, "
+                            "or pass --file)")
     spec = yaml.safe_load(file.read_text()) or {}
     deployments = spec.get("deployments") or []
     if not deployments:
@@ -141,6 +145,11 @@ def prefect_api_reachable(url: str) -> bool:
 
 
 def serve(file: Path) -> None:
+    # Served runs keep their Prefect results under the data root of the (first) deployment's config.
+    from llm_core.config import parse_config
+
+    first = load_deployments(file)[0]
+    setup_environment(parse_config((first.get("parameters") or {}).get("config") or {}, source=str(file)))
     os.environ.setdefault("PREFECT_API_URL", f"http://127.0.0.1:{PREFECT_PORT}/api")
     url = os.environ["PREFECT_API_URL"]
     if not prefect_api_reachable(url):
@@ -200,8 +209,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmpipe", description="Raw web pages to an evaluated, registered model.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def with_config(cmd: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        cmd.add_argument("--config", required=True, type=Path, help="pipeline YAML, e.g. configs/tiny.yaml")
+    def with_config(cmd: argparse.ArgumentParser, default: Path | None = None) -> argparse.ArgumentParser:
+        cmd.add_argument("--config", required=default is None, default=default, type=Path,
+                         help=f"pipeline YAML, e.g. {DEFAULT_CONFIG}")
         cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a config value by dotted key, e.g. tokenizer.vocab_size=4096")
         return cmd
@@ -213,7 +223,8 @@ def parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("demo", help="serve the demo site (pydoc) on the seed's port and run the pipeline"))
     serve_cmd = sub.add_parser("serve", help="serve the deployments in deployments/prefect.yaml")
     serve_cmd.add_argument("--file", type=Path, default=DEFAULT_DEPLOYMENTS)
-    ui_cmd = with_config(sub.add_parser("ui", help="start the Prefect and MLflow UIs on 127.0.0.1"))
+    ui_cmd = with_config(sub.add_parser("ui", help="start the Prefect and MLflow UIs on 127.0.0.1"),
+                         default=DEFAULT_CONFIG)
     ui_cmd.add_argument("--prefect-port", type=int, default=PREFECT_PORT)
     ui_cmd.add_argument("--mlflow-port", type=int, default=MLFLOW_PORT)
     return p

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from llm_core import tracking
-from llm_core.config import STAGES, PipelineConfig
+from llm_core.config import STAGES, PipelineConfig, StageName
 from llm_core.evaluate import REPORT_JSON, REPORT_MD
 from llm_core.stages import get_stage
 from llm_core.storage import StageOutput
@@ -28,17 +28,15 @@ STAGE_ARTIFACTS = {"tokenizer": [TOKENIZER_FILE], "train": ["train_stats.json"],
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: str = "evaluate") -> dict[str, Any]:
+def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = "evaluate") -> dict[str, Any]:
     """Run the stages up to and including ``stop_after``; finished stages are cached."""
     logger = get_run_logger()
     # Stage progress (pages crawled, training steps) is logged by llm_core; Prefect forwards
     # that logger (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves its level at the root's WARNING.
     logging.getLogger("llm_core").setLevel(logging.INFO)
-    if stop_after not in STAGES:
-        raise ValueError(f"stop_after must be one of {STAGES}, not {stop_after!r}")
     flow_run = get_run_context().flow_run
     outputs: dict[str, StageOutput] = {}
-    cached: dict[str, bool] = {}
+    status: dict[str, str] = {}
     summary: dict[str, Any] = {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name}
 
     with tracking.pipeline_run(config, run_name=flow_run.name, tags={"prefect.flow_run_id": str(flow_run.id)}) as run_id:
@@ -47,10 +45,10 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: str = "evalu
         for stage_task in STAGE_TASKS[: STAGES.index(stop_after) + 1]:
             stage = get_stage(stage_task.name)
             inputs = {name: outputs[name] for name in stage.inputs}
-            output, cached[stage.name] = run_stage_task(stage_task, config, inputs)
+            output, status[stage.name] = run_stage_task(stage_task, config, inputs)
             outputs[stage.name] = output
-            logger.info("%s: %s %s", stage.name, "cached" if cached[stage.name] else "done", output.path)
-            tracking.log_stage(run_id, output, stage.config(config), cached[stage.name],
+            logger.info("%s: %s %s", stage.name, status[stage.name], output.path)
+            tracking.log_stage(run_id, output, stage.config(config), status[stage.name],
                                [output.file(f) for f in STAGE_ARTIFACTS.get(stage.name, [])])
 
         if "evaluate" in outputs:
@@ -63,7 +61,7 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: str = "evalu
             summary["report"] = str(outputs["evaluate"].file(REPORT_MD))
 
     summary["stages"] = {
-        name: {"path": str(out.path), "cached": cached[name], "wall_s": out.stats.get("wall_s")}
+        name: {"path": str(out.path), "status": status[name], "wall_s": out.stats.get("wall_s")}
         for name, out in outputs.items()
     }
     return summary

@@ -11,6 +11,7 @@ MLflow on SQLite): a config file only says what differs.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,6 +87,15 @@ class FilterConfig(Section):
     min_mean_word_length: float = Field(2.0, ge=0)
     max_mean_word_length: float = Field(12.0, gt=0)
 
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> "FilterConfig":
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) exceeds max_words ({self.max_words})")
+        if self.min_mean_word_length > self.max_mean_word_length:
+            raise ValueError(f"min_mean_word_length ({self.min_mean_word_length}) exceeds "
+                             f"max_mean_word_length ({self.max_mean_word_length})")
+        return self
+
 
 class TokenizerConfig(Section):
     kind: Literal["byte_bpe"] = "byte_bpe"
@@ -132,9 +142,13 @@ class TrainConfig(Section):
     nproc_per_node: int = Field(1, ge=1)
 
     @model_validator(mode="after")
-    def _lr_floor_below_peak(self) -> "TrainConfig":
+    def _schedule_is_consistent(self) -> "TrainConfig":
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
         return self
 
 
@@ -160,7 +174,8 @@ class PipelineConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 
-STAGES: tuple[str, ...] = ("crawl", "dedupe", "filter", "tokenizer", "train", "evaluate")
+StageName = Literal["crawl", "dedupe", "filter", "tokenizer", "train", "evaluate"]
+STAGES: tuple[str, ...] = typing.get_args(StageName)
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

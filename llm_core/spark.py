@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 from llm_core.config import SparkConfig
+from llm_core.errors import StageError
 
 _DEFAULTS = {
     # Small data on a laptop: 200 shuffle partitions would be 200 tiny tasks.
@@ -25,6 +27,9 @@ def get_spark(config: SparkConfig):
     """
     from pyspark.sql import SparkSession  # imported here: starting the JVM is not free
 
+    if not shutil.which("java") and not os.environ.get("JAVA_HOME"):
+        raise StageError("filter", "Spark needs Java 17 or newer: put `java` on PATH or set JAVA_HOME "
+                         "(e.g. apt-get install openjdk-17-jre-headless)")
     if config.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -2,8 +2,9 @@
 
 A stage's output lives at ``<data_root>/<stage>/<key>/`` where ``key`` hashes the stage's
 config, the keys of its inputs and the stage's code version (as Marin's executor does).
-The stage writes into a temporary sibling directory; only when it returns is
-``stats.json`` written, the directory renamed into place and ``_SUCCESS`` added last. A
+The stage writes into a temporary sibling directory; only when it returns are
+``stats.json`` and ``_SUCCESS`` written and the directory renamed into place, in one atomic
+step, so no reader ever sees a final directory without its marker. A
 crash leaves at most a ``.tmp-*`` directory, which no later run trusts or reads.
 """
 
@@ -40,6 +41,8 @@ class StageOutput(BaseModel):
     key: str
     path: Path
     stats: dict[str, Any]
+    # True when the output already existed and this call did no work.
+    reused: bool = False
 
     def file(self, *parts: str) -> Path:
         return self.path.joinpath(*parts)
@@ -64,9 +67,9 @@ def is_complete(path: Path) -> bool:
     return (path / SUCCESS_MARKER).is_file() and (path / STATS_FILE).is_file()
 
 
-def load_output(stage: str, key: str, path: Path) -> StageOutput:
+def load_output(stage: str, key: str, path: Path, reused: bool = False) -> StageOutput:
     stats = json.loads((path / STATS_FILE).read_text())
-    return StageOutput(stage=stage, key=key, path=path.resolve(), stats=stats)
+    return StageOutput(stage=stage, key=key, path=path.resolve(), stats=stats, reused=reused)
 
 
 def _process_alive(pid: int) -> bool:
@@ -107,7 +110,7 @@ def materialize(
     final = output_dir(data_root, stage, key)
     if is_complete(final):
         log.info("%s: output %s exists, nothing to do", stage, final)
-        return load_output(stage, key, final)
+        return load_output(stage, key, final, reused=True)
     if final.exists():  # a directory without a marker is debris from an older crash: never trusted
         shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -122,14 +125,14 @@ def materialize(
         stats["inputs"] = {i.stage: i.key for i in inputs}
         stats["code_version"] = code_version
         (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True, default=str))
+        (tmp / SUCCESS_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         try:
             tmp.rename(final)
         except OSError:
             if is_complete(final):  # another run finished the same stage first: keep theirs
                 shutil.rmtree(tmp, ignore_errors=True)
-                return load_output(stage, key, final)
+                return load_output(stage, key, final, reused=True)
             raise
-        (final / SUCCESS_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,7 +1,7 @@
 """MLflow tracking: the one place MLflow is configured and written to.
 
 One parent run per pipeline run and one child run per stage, cached or not (a cached
-stage's child run carries the metrics of the output it reused and ``llmpipe.cached=true``),
+stage's child run carries the metrics of the output it reused and ``llmpipe.status=cached``),
 so every pipeline run in the MLflow UI shows the whole lineage. The trained model is
 logged and registered once per model output: a rerun finds the version already
 registered for that output key instead of adding a copy.
@@ -81,12 +81,12 @@ def pipeline_run(config: PipelineConfig, run_name: str, tags: dict[str, str] | N
         yield run.info.run_id
 
 
-def log_stage(parent_run_id: str, output: StageOutput, stage_config: BaseModel, cached: bool,
+def log_stage(parent_run_id: str, output: StageOutput, stage_config: BaseModel, status: str,
               artifacts: list[Path] = ()) -> str:
     """One child run for a stage: its config as params, its stats as metrics, files as artifacts."""
     tags = {"mlflow.parentRunId": parent_run_id, "llmpipe.stage": output.stage,
             "llmpipe.output_key": output.key, "llmpipe.output_path": str(output.path),
-            "llmpipe.cached": str(cached).lower()}
+            "llmpipe.status": status}
     with mlflow.start_run(run_name=output.stage, nested=True, tags=tags) as run:
         mlflow.log_params(flatten(stage_config.model_dump(mode="json")))
         mlflow.log_metrics(numeric_metrics(output.stats))

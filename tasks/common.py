@@ -76,12 +76,17 @@ def stage_task(stage: str, retries: int = 0, backoff_s: float = 10.0) -> Task:
     )
 
 
-def run_stage_task(stage_task_: Task, config: PipelineConfig, inputs: StageInputs) -> tuple[StageOutput, bool]:
-    """Run a stage task; return its output and whether Prefect served it from cache."""
+def run_stage_task(stage_task_: Task, config: PipelineConfig, inputs: StageInputs) -> tuple[StageOutput, str]:
+    """Run a stage task; return its output and how it was had.
+
+    ``cached``: Prefect served the task from its cache; ``reused``: the task ran but found
+    the output already built (Prefect's cache had been wiped); ``ran``: the stage did its work."""
     fresh = not is_complete(expected_output(stage_task_.name, config, inputs))
     state = stage_task_.with_options(refresh_cache=fresh)(config, inputs, return_state=True)
     output = state.result()  # raises the stage's error if it failed
-    return output, state.name == "Cached"
+    if state.name == "Cached":
+        return output, "cached"
+    return output, "reused" if output.reused else "ran"
 
 
 def stats_markdown(output: StageOutput) -> str:

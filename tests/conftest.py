@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -69,12 +70,29 @@ class Site:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 site.requests.append(self.path)
+                if self.path == "/slow.html":
+                    return self.drip()
                 body, ctype, status = site.route(self.path)
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                if status in (301, 302):
+                    self.send_header("Location", body.decode())
                 self.end_headers()
                 self.wfile.write(body)
+
+            def drip(self):
+                """A page that sends one small chunk a second: each read is quick, the page is not."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                try:
+                    for _ in range(8):
+                        self.wfile.write(b"<p>still coming</p>")
+                        self.wfile.flush()
+                        time.sleep(1)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def log_message(self, *args):
                 pass
@@ -91,9 +109,17 @@ class Site:
             links += '<li><a href="/private/secret.html">secret</a></li><li><a href="/latin1.html">latin1</a></li>'
             links += '<li><a href="/huge.html">huge</a></li><li><a href="/missing.html">missing</a></li>'
             links += '<li><a href="https://example.com/elsewhere">other host</a></li>'
+            links += '<li><a href="/go/first">redirect</a></li><li><a href="/go/away">redirect away</a></li>'
+            links += '<li><a href="/go/private">redirect private</a></li>'
             return f"<html><body><h1>Index</h1><ul>{links}</ul></body></html>".encode(), "text/html", 200
         if path in self.pages:
             return self.pages[path].read_bytes(), "text/html", 200
+        if path == "/go/first":  # redirect bodies here carry the Location
+            return "/latin1.html".encode(), "text/plain", 302
+        if path == "/go/away":
+            return b"https://example.com/moved", "text/plain", 301
+        if path == "/go/private":
+            return b"/private/moved.html", "text/plain", 302
         if path.startswith("/private/"):
             return b"<html><body>must never be fetched</body></html>", "text/html", 200
         if path == "/latin1.html":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -78,8 +79,13 @@ def test_ui_then_serve_runs_the_deployment(site, tmp_path, unused_port):
     try:
         wait_http(f"http://127.0.0.1:{prefect_port}/api/health")
         wait_http(f"http://127.0.0.1:{mlflow_port}/health")
-        serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], cwd=REPO, env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The deployments file as shipped, with its data root moved into the test's directory.
+        spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+        spec["deployments"][0]["parameters"]["config"]["project"]["data_root"] = str(tmp_path / "data")
+        (tmp_path / "prefect.yaml").write_text(yaml.safe_dump(spec))
+        serve_env = {k: v for k, v in env.items() if k not in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH")}
+        serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--file", str(tmp_path / "prefect.yaml")],
+                                 cwd=REPO, env=serve_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline, deployments = time.monotonic() + 90, []
         while time.monotonic() < deadline and not deployments:
             deployments = httpx.post(f"http://127.0.0.1:{prefect_port}/api/deployments/filter", json={}).json()
@@ -90,9 +96,7 @@ def test_ui_then_serve_runs_the_deployment(site, tmp_path, unused_port):
         assert deployment["parameters"]["config"]["crawl"]["seeds"] == ["http://127.0.0.1:8765/"]
 
         # A run started as from the UI, with the form's values changed, is picked up by the served process.
-        params = {"config": {**deployment["parameters"]["config"],
-                             "project": {"data_root": str(tmp_path / "data")},
-                             "crawl": {"seeds": [site.url], "max_pages": 5}},
+        params = {"config": {**deployment["parameters"]["config"], "crawl": {"seeds": [site.url], "max_pages": 5}},
                   "stop_after": "crawl"}
         run = httpx.post(f"http://127.0.0.1:{prefect_port}/api/deployments/{deployment['id']}/create_flow_run",
                          json={"parameters": params}).json()
@@ -102,6 +106,7 @@ def test_ui_then_serve_runs_the_deployment(site, tmp_path, unused_port):
             state = httpx.get(f"http://127.0.0.1:{prefect_port}/api/flow_runs/{run['id']}").json()["state"]["type"]
         assert state == "COMPLETED"
         assert len(list((tmp_path / "data" / "crawl").glob("*/_SUCCESS"))) == 1
+        assert any((tmp_path / "data" / "prefect" / "storage").iterdir()), "served runs keep results under the data root"
     finally:
         if serve:
             stop(serve)

@@ -54,3 +54,12 @@ def test_deployment_parameters_are_the_tiny_config():
     spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     (deployment,) = [d for d in spec["deployments"] if d["name"] == "pipeline"]
     assert PipelineConfig.model_validate(deployment["parameters"]["config"]) == load_config(REPO / "configs" / "tiny.yaml")
+
+
+def test_inconsistent_ranges_are_rejected():
+    with pytest.raises(ConfigError, match=r"train: .*warmup_steps \(50\) exceeds max_steps \(10\)"):
+        parse_config({"train": {"warmup_steps": 50, "max_steps": 10}})
+    with pytest.raises(ConfigError, match=r"filter: .*min_mean_word_length"):
+        parse_config({"filter": {"min_mean_word_length": 9, "max_mean_word_length": 3}})
+    with pytest.raises(ConfigError, match=r"offload_optimizer needs zero_stage"):
+        parse_config({"train": {"zero_stage": 0, "offload_optimizer": True}})

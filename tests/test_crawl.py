@@ -21,7 +21,7 @@ def test_crawls_real_pages_politely(site, tmp_path):
     stats, docs = run_crawl(site, tmp_path)
     assert "/robots.txt" in site.requests
     assert not any(p.startswith("/private/") for p in site.requests), "robots.txt must be obeyed"
-    assert stats["skipped"]["robots_disallowed"] == 1
+    assert stats["skipped"]["robots_disallowed"] >= 1
     assert stats["skipped"]["too_large"] == 1  # /huge.html is over the byte cap
     assert stats["skipped"]["http_404"] >= 1  # /missing.html and the real pages' own dead links
     assert docs.num_rows >= 20
@@ -68,5 +68,33 @@ def test_no_seeds_is_a_clear_error(tmp_path):
 
 def test_unreachable_seed_is_a_clear_error(tmp_path, unused_port):
     seed = f"http://127.0.0.1:{unused_port}/"
-    with pytest.raises(StageError, match=r"\[crawl\] none of the 1 seed URL\(s\) could be fetched.*refused"):
+    with pytest.raises(StageError, match=r"\[crawl\] none of the 1 seed URL\(s\) could be fetched.*refused") as info:
         crawl(CrawlConfig(seeds=[seed], timeout_s=2), tmp_path)
+    assert info.value.retryable, "the server may come back: the task's retries apply"
+
+
+def test_redirects_pass_the_same_checks_as_links(site, tmp_path):
+    stats, docs = run_crawl(site, tmp_path, max_pages=200, max_depth=1)
+    assert stats["skipped"]["robots_disallowed"] == 2  # a link and a redirect into /private/
+    assert stats["skipped"]["redirect"] == 3
+    assert "/latin1.html" in site.requests  # same host: followed (once, though linked twice)
+    assert site.requests.count("/latin1.html") == 1
+    assert not any(p.startswith("/private/") for p in site.requests)  # redirect into a disallowed path
+    assert all(u.startswith(site.url) for u in docs.column("url").to_pylist())  # redirect away: not followed
+    assert stats["skipped"]["other_host"] >= 2
+
+
+def test_a_page_slower_than_its_time_limit_is_skipped(site, tmp_path):
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(StageError, match=r"took longer than 1.5 s") as info:
+        crawl(CrawlConfig(seeds=[site.url + "slow.html"], timeout_s=1.5), tmp_path)
+    assert time.monotonic() - started < 5
+    assert info.value.retryable, "a timeout may pass: worth a retry"
+
+
+def test_a_seed_that_is_not_found_says_so(site, tmp_path):
+    with pytest.raises(StageError, match=r"kept no document \(pages skipped, by reason: http_404=1\)") as info:
+        crawl(CrawlConfig(seeds=[site.url + "missing.html"]), tmp_path)
+    assert not info.value.retryable

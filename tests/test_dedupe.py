@@ -63,3 +63,10 @@ def test_empty_input_is_a_clear_error(tmp_path):
     write_documents(make_docs([]), tmp_path / "in")
     with pytest.raises(StageError, match=r"\[dedupe\] no input documents"):
         dedupe(DedupeConfig(), tmp_path / "in", tmp_path / "out")
+
+
+def test_rows_sharing_an_id_are_deduplicated_not_rejected_by_the_index():
+    texts = ["the same page fetched twice " * 20, "the same page fetched twice " * 20 + "!", "other " * 40]
+    reasons, clusters = find_duplicates(texts, ["u1", "u1", "u2"], DedupeConfig(exact=False))
+    assert reasons == [None, "near_duplicate", None]
+    assert clusters == ["u1", "u1", "u2"]

@@ -28,8 +28,8 @@ def tiny_config(site, tmp_path, spark_config, **overrides):
     return parse_config(tree)
 
 
-def cached(summary):
-    return {name: info["cached"] for name, info in summary["stages"].items()}
+def statuses(summary):
+    return {name: info["status"] for name, info in summary["stages"].items()}
 
 
 def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spark_config, tmp_path):
@@ -37,7 +37,7 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
 
     config = tiny_config(site, tmp_path, spark_config)
     first = pipeline(config=config)
-    assert cached(first) == dict.fromkeys(STAGES, False)
+    assert statuses(first) == dict.fromkeys(STAGES, "ran")
     assert first["registered_model"] == {"name": "test-gpt", "version": 1, "new": True}
 
     client = MlflowClient(config.project.mlflow_tracking_uri)
@@ -47,6 +47,7 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     )
     by_stage = {r.data.tags["llmpipe.stage"]: r for r in children}
     assert set(by_stage) == set(STAGES)
+    assert {r.data.tags["llmpipe.status"] for r in children} == {"ran"}
     assert by_stage["crawl"].data.metrics["docs_out"] >= 20
     assert by_stage["tokenizer"].data.params["vocab_size"] == "512"
     assert by_stage["evaluate"].data.metrics["perplexity"] > 1
@@ -56,26 +57,25 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
 
     # Nothing changed: every stage is served from Prefect's cache; the model is not registered again.
     second = pipeline(config=config)
-    assert cached(second) == dict.fromkeys(STAGES, True)
+    assert statuses(second) == dict.fromkeys(STAGES, "cached")
     assert second["registered_model"]["version"] == 1 and not second["registered_model"]["new"]
 
     # Prefect's own cache wiped: every task runs, but each finds its output and does no work.
     shutil.rmtree(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
     after_wipe = pipeline(config=config)
-    assert cached(after_wipe) == dict.fromkeys(STAGES, False)
-    assert after_wipe["stages"] == {name: {**info, "cached": False} for name, info in first["stages"].items()}
+    assert after_wipe["stages"] == {name: {**info, "status": "reused"} for name, info in first["stages"].items()}
 
     # One stage's setting changed: that stage and those after it rerun, none before.
     changed = tiny_config(site, tmp_path, spark_config, tokenizer={"vocab_size": 600})
     third = pipeline(config=changed)
-    assert cached(third) == {"crawl": True, "dedupe": True, "filter": True,
-                             "tokenizer": False, "train": False, "evaluate": False}
+    assert statuses(third) == {"crawl": "cached", "dedupe": "cached", "filter": "cached",
+                               "tokenizer": "ran", "train": "ran", "evaluate": "ran"}
     assert third["registered_model"] == {"name": "test-gpt", "version": 2, "new": True}
 
     # An output deleted by hand is rebuilt even though Prefect remembers the task.
     shutil.rmtree(third["stages"]["evaluate"]["path"])
     fourth = pipeline(config=changed)
-    assert cached(fourth) == {**dict.fromkeys(STAGES, True), "evaluate": False}
+    assert statuses(fourth) == {**dict.fromkeys(STAGES, "cached"), "evaluate": "ran"}
 
 
 def test_a_corpus_filtered_to_nothing_stops_the_flow(site, prefect_api, spark_config, tmp_path):

@@ -50,3 +50,17 @@ def test_single_document_is_a_clear_error(tmp_path):
     write_documents(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), tmp_path / "docs")
     with pytest.raises(StageError, match=r"\[tokenizer\] need at least 2 documents"):
         build_tokenizer_and_shards(TokenizerConfig(), tmp_path / "docs", tmp_path)
+
+
+def test_token_byte_lengths_add_up_to_the_text(tokenized):
+    from llm_core.tokenizer.train import token_byte_lengths
+
+    out, stats, texts = tokenized
+    tokenizer = Tokenizer.from_file(str(out / TOKENIZER_FILE))
+    lengths = token_byte_lengths(tokenizer)
+    assert lengths[tokenizer.token_to_id(EOT_TOKEN)] == 0
+    multilingual = "naïve café — 東京 🙂 " + texts[0][:500]
+    ids = tokenizer.encode(multilingual).ids
+    assert int(lengths[ids].sum()) == len(multilingual.encode("utf-8"))
+    val = TokenShards(out / SHARDS_DIR, "val")
+    assert int(lengths[np.concatenate(val.shards).astype(np.int64)].sum()) == val.bytes

@@ -64,6 +64,15 @@ class NotHtml(Exception):
     """The response is not an HTML page: its body is not downloaded."""
 
 
+class PageTimeout(Exception):
+    """The page took longer than ``timeout_s`` in all (httpx's timeout is per socket read)."""
+
+
+REDIRECTS = {301, 302, 303, 307, 308}
+# Skip reasons that mean "the server could not be reached", which may pass: worth a retry.
+TRANSIENT_SKIPS = {"fetch_error", "host_unavailable", "timeout"}
+
+
 @dataclass
 class HostState:
     robots: Protego | None
@@ -109,7 +118,8 @@ class Crawler:
         except httpx.HTTPError as exc:
             reason = f"robots.txt unreachable: {type(exc).__name__}: {exc}"
         else:
-            reason = f"robots.txt answered HTTP {response.status_code}" if response.status_code >= 500 else None
+            unavailable = response.status_code >= 500 or response.status_code == 429  # RFC 9309 2.3.1.4
+            reason = f"robots.txt answered HTTP {response.status_code}" if unavailable else None
         if reason:
             log.warning("not crawling %s: %s", origin, reason)
             self.stats.errors.append(f"{origin}: {reason}")
@@ -138,8 +148,9 @@ class Crawler:
 
     # -- fetching ---------------------------------------------------------------------
     def fetch(self, url: str) -> tuple[httpx.Response, bytes]:
-        """GET an HTML page; the byte cap is enforced while streaming, not after."""
+        """GET an HTML page; the byte cap and the page's time limit are enforced while streaming."""
         self._wait_turn(url)
+        deadline = time.monotonic() + self.config.timeout_s
         with self.client.stream("GET", url) as response:
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
             if response.status_code == 200 and content_type not in HTML_TYPES:
@@ -149,6 +160,8 @@ class Crawler:
                 body.extend(chunk)
                 if len(body) > self.config.max_page_bytes:
                     raise PageTooLarge(url)
+                if time.monotonic() > deadline:
+                    raise PageTimeout(url)
         return response, bytes(body)
 
     def archive(self, url: str, response: httpx.Response, body: bytes) -> None:
@@ -162,12 +175,22 @@ class Crawler:
 
     # -- the crawl --------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
+        """Breadth-first from the seeds. Redirects are not followed blindly: their target joins
+        the frontier at the same depth, so it passes the same-host, robots.txt and seen checks."""
         seeds = [canonical_url(s) for s in self.config.seeds]
         seed_hosts = {urlsplit(s).netloc for s in seeds}
         frontier: deque[tuple[str, int]] = deque((s, 0) for s in seeds)
         seen: set[str] = set(seeds)
         documents: list[dict[str, Any]] = []
-        kept_urls: set[str] = set()
+
+        def enqueue(link: str, depth: int) -> None:
+            if link in seen:
+                return
+            if self.config.same_host and urlsplit(link).netloc not in seed_hosts:
+                self.stats.skip("other_host")
+                return
+            seen.add(link)
+            frontier.append((link, depth))
 
         while frontier and self.stats.fetched < self.config.max_pages:
             url, depth = frontier.popleft()
@@ -183,6 +206,10 @@ class Crawler:
             except NotHtml:
                 self.stats.skip("not_html")
                 continue
+            except PageTimeout:
+                self.stats.skip("timeout")
+                self.stats.errors.append(f"{url}: took longer than {self.config.timeout_s} s")
+                continue
             except httpx.HTTPError as exc:
                 self.stats.skip("fetch_error")
                 self.stats.errors.append(f"{url}: {type(exc).__name__}: {exc}")
@@ -193,30 +220,26 @@ class Crawler:
             if self.stats.fetched % 25 == 0:
                 log.info("crawl: %d/%d pages fetched, %d kept", self.stats.fetched, self.config.max_pages, self.stats.kept)
 
-            final_url = canonical_url(str(response.url))
+            if response.status_code in REDIRECTS and "location" in response.headers:
+                self.stats.skip("redirect")
+                target = urljoin(url, response.headers["location"])
+                if target.startswith(("http://", "https://")):
+                    enqueue(canonical_url(target), depth)
+                continue
             if response.status_code != 200:
                 self.stats.skip(f"http_{response.status_code}")
                 continue
-            if final_url in kept_urls:  # two links redirected to one page
-                self.stats.skip("duplicate_url")
-                continue
 
-            doc = extract_document(body, final_url)
+            doc = extract_document(body, url)
             if doc is None or len(doc["text"]) < self.config.min_text_chars:
                 self.stats.skip("too_little_text")
             else:
                 documents.append(doc)
-                kept_urls.add(final_url)
                 self.stats.kept += 1
 
             if depth < self.config.max_depth:
-                for link in extract_links(body, final_url):
-                    if link in seen:
-                        continue
-                    if self.config.same_host and urlsplit(link).netloc not in seed_hosts:
-                        continue
-                    seen.add(link)
-                    frontier.append((link, depth + 1))
+                for link in extract_links(body, url):
+                    enqueue(link, depth + 1)
         return documents
 
 
@@ -265,20 +288,23 @@ def crawl(config: CrawlConfig, out_dir: Path) -> dict[str, Any]:
         raise StageError(STAGE, "no seed URLs: set crawl.seeds in the config")
     headers = {"User-Agent": config.user_agent}
     with (
-        httpx.Client(headers=headers, timeout=config.timeout_s, follow_redirects=True) as client,
+        httpx.Client(headers=headers, timeout=config.timeout_s, follow_redirects=False) as client,
         open(out_dir / WARC_FILE, "wb") as warc_file,
     ):
         crawler = Crawler(config, client, WARCWriter(warc_file, gzip=True))
         documents = crawler.run()
     stats = crawler.stats
+    skipped = ", ".join(f"{reason}={count}" for reason, count in stats.skipped.items())
     if stats.fetched == 0:
-        detail = "; ".join(stats.errors[:5]) or ", ".join(f"{k}={v}" for k, v in stats.skipped.items())
-        raise StageError(STAGE, f"none of the {len(config.seeds)} seed URL(s) could be fetched ({detail})")
+        detail = "; ".join(stats.errors[:5]) or skipped
+        raise StageError(
+            STAGE, f"none of the {len(config.seeds)} seed URL(s) could be fetched ({detail}); check crawl.seeds "
+            "and that the site is up", retryable=bool(stats.skipped) and set(stats.skipped) <= TRANSIENT_SKIPS,
+        )
     if not documents:
         raise StageError(
-            STAGE,
-            f"fetched {stats.fetched} page(s) but none had at least {config.min_text_chars} characters "
-            f"of main text (skipped: {stats.skipped})",
+            STAGE, f"fetched {stats.fetched} page(s) but kept no document (pages skipped, by reason: {skipped}); "
+            f"check crawl.seeds, or lower crawl.min_text_chars ({config.min_text_chars})",
         )
     write_documents(pa.Table.from_pylist(documents, schema=DOCUMENT_SCHEMA), out_dir / DOCS_DIR)
     return {

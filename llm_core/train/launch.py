@@ -22,10 +22,10 @@ from llm_core.config import TrainConfig
 from llm_core.errors import StageError
 from llm_core.models import GPT, GPTConfig
 from llm_core.tokenizer.shards import TokenShards
+from llm_core.train.worker import MODEL_FILE
 
 CODE_VERSION = "1"
 STAGE = "train"
-MODEL_FILE = "model.pt"
 log = logging.getLogger(__name__)
 
 

@@ -24,6 +24,7 @@ from llm_core.train.ds_config import deepspeed_config
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_TAG = "final"
+MODEL_FILE = "model.pt"
 
 
 def main() -> None:
@@ -47,6 +48,7 @@ def main() -> None:
     m = config.model
     model = GPT(GPTConfig(vocab_size=train_data.vocab_size, block_size=m.block_size, n_layer=m.n_layer,
                           n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, bias=m.bias))
+    params = model.num_params()  # counted now: ZeRO-3 frees each rank's full parameters at initialize
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=model.param_groups(config.weight_decay), config=deepspeed_config(config)
     )
@@ -91,12 +93,12 @@ def main() -> None:
             state = get_fp32_state_dict_from_zero_checkpoint(str(out_dir / CHECKPOINT_DIR), tag=CHECKPOINT_TAG)
         else:
             state = {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
-        torch.save({"config": model.config.to_dict(), "state_dict": state}, out_dir / "model.pt")
+        torch.save({"config": model.config.to_dict(), "state_dict": state}, out_dir / MODEL_FILE)
         last = json.loads((out_dir / "metrics.jsonl").read_text().splitlines()[-1])
         (out_dir / "train_stats.json").write_text(json.dumps({
             "steps": config.max_steps,
             "world_size": world,
-            "params": model.num_params(),
+            "params": params,
             "tokens_seen": config.max_steps * tokens_per_step,
             "final_loss": last["loss"],
             "train_s": round(train_s, 3),
