@@ -96,3 +96,20 @@ def test_too_little_data_for_one_window_is_a_clear_error(shards, tmp_path):
     with pytest.raises(StageError, match=r"\[train\] the largest training shard has \d+ tokens") as info:
         run_training(shards, tmp_path, model=ModelConfig(n_layer=1, n_head=1, n_embd=8, block_size=10**6))
     assert not info.value.retryable
+
+
+def test_deepspeed_config_follows_the_train_config():
+    from llm_core.train.ds_config import deepspeed_config
+
+    config = TrainConfig(zero_stage=3, precision="bf16", grad_accum_steps=4, grad_clip=0.5, max_steps=100,
+                         warmup_steps=10, lr=1e-3, min_lr=1e-4)
+    ds = deepspeed_config(config)
+    assert ds["zero_optimization"] == {"stage": 3}
+    assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
+    assert (ds["gradient_accumulation_steps"], ds["gradient_clipping"]) == (4, 0.5)
+    assert ds["scheduler"]["params"]["cos_min_ratio"] == pytest.approx(0.1)
+    assert ds["optimizer"]["params"]["torch_adam"] and "fused" not in ds["optimizer"]["params"]
+    assert deepspeed_config(config, cuda=True)["optimizer"]["params"]["fused"] is True
+    offload = deepspeed_config(config.model_copy(update={"offload_optimizer": True}), cuda=True)
+    assert offload["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert not offload["optimizer"]["params"]["torch_adam"] and "fused" not in offload["optimizer"]["params"]

@@ -13,7 +13,8 @@ from typing import Any
 from llm_core.config import TrainConfig
 
 
-def deepspeed_config(config: TrainConfig) -> dict[str, Any]:
+def deepspeed_config(config: TrainConfig, cuda: bool = False) -> dict[str, Any]:
+    """``cuda``: the optimizer runs on GPUs, where torch's fused AdamW kernel is available."""
     zero: dict[str, Any] = {"stage": config.zero_stage}
     if config.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
@@ -32,6 +33,7 @@ def deepspeed_config(config: TrainConfig) -> dict[str, Any]:
                 "eps": 1e-8,
                 "weight_decay": config.weight_decay,
                 "torch_adam": not config.offload_optimizer,
+                **({"fused": True} if cuda and not config.offload_optimizer else {}),
             },
         },
         "scheduler": {

@@ -50,7 +50,7 @@ def main() -> None:
                           n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, bias=m.bias))
     params = model.num_params()  # counted now: ZeRO-3 frees each rank's full parameters at initialize
     engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=model.param_groups(config.weight_decay), config=deepspeed_config(config)
+        model=model, model_parameters=model.param_groups(config.weight_decay), config=deepspeed_config(config, cuda)
     )
     device = engine.device
     rng = np.random.default_rng(config.seed + rank)  # each rank draws its own batches
