@@ -62,10 +62,11 @@ def print_summary(summary: dict, config: PipelineConfig) -> None:
     for name, info in summary["stages"].items():
         print(f"  {name:<10} {info['status']:<7} {info['wall_s'] or 0:>7.1f}s  {info['path']}")
     print(f"\nPrefect flow run: {summary['flow_run_name']} ({summary['flow_run_id']})")
-    print(f"  UI: llmpipe ui --config ... then http://127.0.0.1:{PREFECT_PORT}/runs/flow-run/{summary['flow_run_id']}")
+    print(f"  UI: `llmpipe ui --config <this config>`, then "
+          f"http://127.0.0.1:{PREFECT_PORT}/runs/flow-run/{summary['flow_run_id']}")
     print(f"MLflow run: {summary['mlflow_run_id']} (experiment {config.project.mlflow_experiment!r}, "
           f"store {summary['mlflow_tracking_uri']})")
-    print(f"  UI: http://127.0.0.1:{MLFLOW_PORT}/#/experiments (after llmpipe ui)")
+    print(f"  UI: http://127.0.0.1:{MLFLOW_PORT}/#/experiments (after `llmpipe ui`)")
     if "registered_model" in summary:
         model = summary["registered_model"]
         print(f"Registered model: models:/{model['name']}/{model['version']}"
