@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from llm_core.config import STAGES, PipelineConfig, load_config
+from llm_core.config import STAGES, PipelineConfig, load_config, parse_config
 from llm_core.errors import PipelineError
 
 DEFAULT_DEPLOYMENTS = Path("deployments/prefect.yaml")
@@ -147,8 +147,6 @@ def prefect_api_reachable(url: str) -> bool:
 
 def serve(file: Path) -> None:
     # Served runs keep their Prefect results under the data root of the (first) deployment's config.
-    from llm_core.config import parse_config
-
     first = load_deployments(file)[0]
     setup_environment(parse_config((first.get("parameters") or {}).get("config") or {}, source=str(file)))
     os.environ.setdefault("PREFECT_API_URL", f"http://127.0.0.1:{PREFECT_PORT}/api")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 

@@ -64,6 +64,10 @@ class TokenShards:
         self.tokens: int = info["tokens"]
         self.bytes: int = info["bytes"]
 
+    def longest_shard(self) -> int:
+        """Tokens in the largest shard: a window longer than this cannot be drawn."""
+        return max((len(s) for s in self.shards), default=0)
+
     def sample_windows(self, rng: np.random.Generator, count: int, length: int) -> np.ndarray:
         """``count`` random windows of ``length`` consecutive tokens, as int64 (count, length)."""
         sizes = np.array([len(s) for s in self.shards])

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow.parquet as pq
 from tokenizers import ByteLevelBPETokenizer, Tokenizer
+from tokenizers.pre_tokenizers import ByteLevel
 
 from llm_core.config import TokenizerConfig
 from llm_core.documents import DOCS_DIR
@@ -30,25 +31,12 @@ SHARDS_DIR = "shards"
 log = logging.getLogger(__name__)
 
 
-def _byte_level_alphabet() -> dict[str, int]:
-    """The printable stand-in for each byte that byte-level BPE (GPT-2) writes tokens in."""
-    visible = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in visible:
-            chars[chr(b)] = b
-        else:
-            chars[chr(256 + extra)] = b
-            extra += 1
-    return chars
-
-
 def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
     """UTF-8 bytes each token id stands for (0 for special tokens such as end-of-text).
 
     Exact for byte-level BPE, where every character of a token is one byte; decoding a
     single id instead would garble tokens that hold part of a multi-byte character."""
-    alphabet = _byte_level_alphabet()
+    alphabet = set(ByteLevel.alphabet())  # the 256 characters that stand for the 256 bytes
     lengths = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
     special = {t.content for t in tokenizer.get_added_tokens_decoder().values()}
     for token, token_id in tokenizer.get_vocab().items():

@@ -39,7 +39,7 @@ def worker_command(config: TrainConfig, job_file: Path) -> list[str]:
 
 def check_enough_tokens(config: TrainConfig, shards_dir: Path) -> None:
     """Fail before starting workers when no training window fits in the data (not worth a retry)."""
-    longest = max((len(s) for s in TokenShards(shards_dir, "train").shards), default=0)
+    longest = TokenShards(shards_dir, "train").longest_shard()
     if longest <= config.model.block_size + 1:
         raise StageError(STAGE, f"the largest training shard has {longest} tokens, too few for one window of "
                          f"train.model.block_size + 1 = {config.model.block_size + 1}; crawl more pages "
