@@ -82,8 +82,14 @@ def test_a_killed_worker_is_a_retryable_stage_error(shards, tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (tmp_path / "train" / "metrics.jsonl").is_file():
         time.sleep(0.2)
+    def cmdline(process):  # other descendants (Spark's JVM and workers) may be exiting meanwhile
+        try:
+            return " ".join(process.cmdline())
+        except psutil.Error:
+            return ""
+
     workers = [p for p in psutil.Process().children(recursive=True)
-               if "llm_core.train.worker" in " ".join(p.cmdline()) and "torch.distributed.run" not in " ".join(p.cmdline())]
+               if "llm_core.train.worker" in cmdline(p) and "torch.distributed.run" not in cmdline(p)]
     assert workers, "no training worker found"
     workers[0].kill()
     thread.join(timeout=120)
