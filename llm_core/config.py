@@ -11,25 +11,39 @@ MLflow on SQLite): a config file only says what differs.
 
 from __future__ import annotations
 
+import os
 import typing
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
+from llm_core.crawl.config import CrawlConfig
+from llm_core.dedup.config import DedupeConfig
 from llm_core.errors import ConfigError
+from llm_core.evaluate.config import EvaluateConfig
+from llm_core.filters.config import FilterConfig
+from llm_core.freshness import FreshSection
+from llm_core.section import Section
+from llm_core.spark import SparkConfig
+from llm_core.tokenizer.config import TokenizerConfig
+from llm_core.train.config import ModelConfig, TrainConfig
 
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = [
+    "STAGES", "CrawlConfig", "DedupeConfig", "EvaluateConfig", "FilterConfig", "ModelConfig", "PipelineConfig",
+    "ProjectConfig", "Section", "SparkConfig", "StageName", "TaskSettings", "TasksConfig", "TokenizerConfig",
+    "TrainConfig", "load_config", "parse_config", "resolve_data_root",
+]
+BASE_DIR_ENV = "LLMPIPE_BASE_DIR"
 
 
 class ProjectConfig(Section):
     name: str = "llmpipe"
     # Every stage output, Prefect's results and the default MLflow store live under here.
+    # A relative path is resolved against $LLMPIPE_BASE_DIR, else the directory the run
+    # starts in (the CLI's, or a Prefect worker's flow-run directory), once, at the start of a run.
     data_root: Path = Path("data")
     # None: SQLite under data_root (or $MLFLOW_TRACKING_URI when set).
     mlflow_tracking_uri: str | None = None
@@ -37,130 +51,27 @@ class ProjectConfig(Section):
     registered_model_name: str = "llmpipe-gpt"
 
 
-class SparkConfig(Section):
-    """Engine settings: they change where the filter runs, never what it outputs,
-    so they are not part of any stage's output key."""
+class TaskSettings(Section):
+    """How the orchestrator runs one stage. Not part of any output key: retrying or timing
+    out a stage never changes what it builds."""
 
-    master: str = "local[*]"
-    app_name: str = "llmpipe"
-    conf: dict[str, str] = Field(default_factory=dict)
-
-
-class CrawlConfig(Section):
-    seeds: list[str] = Field(default_factory=list)
-    max_pages: int = Field(100, ge=1)
-    max_depth: int = Field(3, ge=0)
-    same_host: bool = True
-    timeout_s: float = Field(10.0, gt=0)
-    max_page_bytes: int = Field(2_000_000, ge=1024)
-    # Pause between two requests to the same host (politeness).
-    delay_s: float = Field(0.0, ge=0)
-    user_agent: str = "llmpipe/0.1 (+https://github.com/llmpipe/llmpipe)"
-    # Pages whose extracted text is shorter than this are not kept as documents.
-    min_text_chars: int = Field(200, ge=0)
-
-    @model_validator(mode="after")
-    def _seeds_are_http(self) -> "CrawlConfig":
-        for seed in self.seeds:
-            if not seed.startswith(("http://", "https://")):
-                raise ValueError(f"seed {seed!r} is not an http(s) URL")
-        return self
+    # Retries of transient failures only (network, a killed worker, a lost executor).
+    retries: int = Field(0, ge=0, le=10)
+    # First retry after this many seconds, then exponential backoff.
+    retry_delay_s: float = Field(10.0, ge=0)
+    # The stage is stopped after this many seconds (None: no limit); a timeout is not retried.
+    timeout_s: float | None = Field(None, gt=0)
 
 
-class DedupeConfig(Section):
-    exact: bool = True
-    near: bool = True
-    # Estimated Jaccard similarity of word shingles above which two documents are near-duplicates.
-    threshold: float = Field(0.8, gt=0, le=1)
-    num_perm: int = Field(128, ge=16)
-    shingle_size: int = Field(5, ge=1)
-    seed: int = 1
+class TasksConfig(Section):
+    """Per-stage retries and timeouts (``tasks.train.timeout_s: 7200``)."""
 
-
-class FilterConfig(Section):
-    languages: list[str] = Field(default_factory=lambda: ["en"])
-    lang_threshold: float = Field(0.65, ge=0, le=1)
-    min_words: int = Field(50, ge=0)
-    max_words: int = Field(100_000, ge=1)
-    # Share of words made only of symbols / digits (Gopher's "non-alpha words" idea).
-    max_non_alpha_words_ratio: float = Field(0.5, ge=0, le=1)
-    min_mean_word_length: float = Field(2.0, ge=0)
-    max_mean_word_length: float = Field(12.0, gt=0)
-
-    @model_validator(mode="after")
-    def _ranges_are_ordered(self) -> "FilterConfig":
-        if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) exceeds max_words ({self.max_words})")
-        if self.min_mean_word_length > self.max_mean_word_length:
-            raise ValueError(f"min_mean_word_length ({self.min_mean_word_length}) exceeds "
-                             f"max_mean_word_length ({self.max_mean_word_length})")
-        return self
-
-
-class TokenizerConfig(Section):
-    kind: Literal["byte_bpe"] = "byte_bpe"
-    vocab_size: int = Field(2048, ge=300, le=1_000_000)
-    min_frequency: int = Field(2, ge=1)
-    # Share of documents held out for validation (split by document, by hash of its id).
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    shard_tokens: int = Field(50_000_000, ge=1024)
-
-
-class ModelConfig(Section):
-    n_layer: int = Field(2, ge=1)
-    n_head: int = Field(4, ge=1)
-    n_embd: int = Field(128, ge=8)
-    block_size: int = Field(128, ge=8)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    bias: bool = False
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> "ModelConfig":
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        return self
-
-
-class TrainConfig(Section):
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    zero_stage: int = Field(2, ge=0, le=3)
-    offload_optimizer: bool = False
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    micro_batch_size: int = Field(8, ge=1)
-    grad_accum_steps: int = Field(2, ge=1)
-    max_steps: int = Field(200, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    min_lr: float = Field(1e-4, ge=0)
-    warmup_steps: int = Field(20, ge=0)
-    weight_decay: float = Field(0.1, ge=0)
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = Field(1.0, ge=0)
-    seed: int = 1337
-    log_every: int = Field(10, ge=1)
-    # Processes on this node (CPU: gloo; GPU: one per device, NCCL).
-    nproc_per_node: int = Field(1, ge=1)
-
-    @model_validator(mode="after")
-    def _schedule_is_consistent(self) -> "TrainConfig":
-        if self.min_lr > self.lr:
-            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
-        if self.warmup_steps > self.max_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
-        if self.offload_optimizer and self.zero_stage == 0:
-            raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
-        return self
-
-
-class EvaluateConfig(Section):
-    batch_size: int = Field(8, ge=1)
-    # Cap on validation batches (None: the whole validation split).
-    max_batches: int | None = Field(None, ge=1)
-    num_samples: int = Field(3, ge=0)
-    sample_tokens: int = Field(48, ge=1)
-    temperature: float = Field(0.8, gt=0)
-    top_k: int = Field(50, ge=1)
-    seed: int = 1337
+    crawl: TaskSettings = TaskSettings(retries=2)
+    dedupe: TaskSettings = TaskSettings()
+    filter: TaskSettings = TaskSettings(retries=2)
+    tokenizer: TaskSettings = TaskSettings()
+    train: TaskSettings = TaskSettings(retries=1)
+    evaluate: TaskSettings = TaskSettings()
 
 
 class PipelineConfig(Section):
@@ -172,10 +83,33 @@ class PipelineConfig(Section):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+
+    def for_run(self, now: datetime | None = None) -> "PipelineConfig":
+        """The config a run actually uses, fixed once at its start: ``data_root`` absolute
+        (see :func:`resolve_data_root`) and every ``refresh`` turned into a pinned ``snapshot``,
+        so every task of the run, and ``llmpipe status`` before it, computes the same keys."""
+        now = now or datetime.now(timezone.utc)
+        updates: dict[str, Any] = {
+            "project": self.project.model_copy(update={"data_root": resolve_data_root(self.project.data_root)})
+        }
+        for name in STAGES:
+            section = getattr(self, name)
+            if isinstance(section, FreshSection):
+                updates[name] = section.resolved(now)
+        return self.model_copy(update=updates)
 
 
 StageName = Literal["crawl", "dedupe", "filter", "tokenizer", "train", "evaluate"]
 STAGES: tuple[str, ...] = typing.get_args(StageName)
+
+
+def resolve_data_root(data_root: Path) -> Path:
+    """An absolute data root: a relative one is taken from ``$LLMPIPE_BASE_DIR`` if set,
+    else from the current directory. Resolved once per run, so a Prefect worker and the CLI
+    started in the same directory (or with the same base) write to the same place."""
+    base = Path(os.environ.get(BASE_DIR_ENV) or Path.cwd())
+    return (base / Path(data_root).expanduser()).resolve()
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

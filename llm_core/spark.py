@@ -6,8 +6,10 @@ import os
 import shutil
 import sys
 
-from llm_core.config import SparkConfig
+from pydantic import Field
+
 from llm_core.errors import StageError
+from llm_core.section import Section
 
 _DEFAULTS = {
     # Small data on a laptop: 200 shuffle partitions would be 200 tiny tasks.
@@ -17,6 +19,15 @@ _DEFAULTS = {
     # Spark's console progress bar redraws one line with \r, which garbles the task logs.
     "spark.ui.showConsoleProgress": "false",
 }
+
+
+class SparkConfig(Section):
+    """Engine settings (``spark:``): they change where the filter runs, never what it
+    outputs, so they are not part of any stage's output key."""
+
+    master: str = "local[*]"
+    app_name: str = "llmpipe"
+    conf: dict[str, str] = Field(default_factory=dict)
 
 
 def get_spark(config: SparkConfig):

@@ -5,7 +5,8 @@ config, the keys of its inputs and the stage's code version (as Marin's executor
 The stage writes into a temporary sibling directory; only when it returns are
 ``stats.json`` and ``_SUCCESS`` written and the directory renamed into place, in one atomic
 step, so no reader ever sees a final directory without its marker. A
-crash leaves at most a ``.tmp-*`` directory, which no later run trusts or reads.
+crash leaves at most a ``.tmp-*`` directory, which no later run trusts or reads. One
+process at a time builds a given output (a lock file beside it, llm_core.locks).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
+
+from llm_core.locks import output_lock
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +51,12 @@ class StageOutput(BaseModel):
         return self.path.joinpath(*parts)
 
 
-def stage_key(stage: str, config: BaseModel | dict[str, Any], input_keys: list[str], code_version: str) -> str:
-    """Hash of everything that determines a stage's output."""
+def stage_key(stage: str, config: BaseModel | dict[str, Any], input_keys: list[str], code: str | dict[str, Any]) -> str:
+    """Hash of everything that determines a stage's output: its config, its inputs' keys and
+    its code (the fingerprint of llm_core.fingerprint, or a plain version string)."""
     cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
     payload = json.dumps(
-        {"stage": stage, "config": cfg, "inputs": list(input_keys), "code_version": code_version},
+        {"stage": stage, "config": cfg, "inputs": list(input_keys), "code": code},
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -97,24 +101,36 @@ def materialize(
     stage: str,
     config: BaseModel,
     inputs: list[StageOutput],
-    code_version: str,
+    code: str | dict[str, Any],
     build: Callable[[Path], dict[str, Any]],
 ) -> StageOutput:
     """Return the stage's output, building it with ``build(tmp_dir) -> stats`` only if absent.
 
     ``build`` writes its files into the directory it is given and returns the stage's
     stats (JSON-serialisable). If it raises, its partial output is deleted and the error
-    propagates; nothing is left at the final path.
+    propagates; nothing is left at the final path. Concurrent calls for one output build it
+    once: the others wait on its lock (llm_core.locks) and reuse it. A complete output is
+    never removed.
     """
-    key = stage_key(stage, config, [i.key for i in inputs], code_version)
+    key = stage_key(stage, config, [i.key for i in inputs], code)
     final = output_dir(data_root, stage, key)
     if is_complete(final):
         log.info("%s: output %s exists, nothing to do", stage, final)
         return load_output(stage, key, final, reused=True)
-    if final.exists():  # a directory without a marker is debris from an older crash: never trusted
-        shutil.rmtree(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_tmp_dirs(final.parent, key)
+    with output_lock(final):
+        if is_complete(final):  # another run built it while we waited for the lock
+            log.info("%s: output %s was built by another run, reusing it", stage, final)
+            return load_output(stage, key, final, reused=True)
+        if final.exists():  # a directory without a marker is debris from an older crash: never trusted
+            shutil.rmtree(final)
+        remove_abandoned_tmp_dirs(final.parent, key)
+        return _build_into_place(stage, key, final, inputs, code, build)
+
+
+def _build_into_place(stage: str, key: str, final: Path, inputs: list[StageOutput], code: str | dict[str, Any],
+                      build: Callable[[Path], dict[str, Any]]) -> StageOutput:
+    """Build in a temporary sibling, add ``stats.json`` and ``_SUCCESS``, rename into place in one step."""
     tmp = final.parent / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     started = time.perf_counter()
@@ -123,13 +139,14 @@ def materialize(
         stats.setdefault("wall_s", round(time.perf_counter() - started, 3))
         stats["key"] = key
         stats["inputs"] = {i.stage: i.key for i in inputs}
-        stats["code_version"] = code_version
+        stats["code"] = code
         (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True, default=str))
         (tmp / SUCCESS_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         try:
             tmp.rename(final)
         except OSError:
-            if is_complete(final):  # another run finished the same stage first: keep theirs
+            # Only a builder that ignored the lock (a filesystem without flock) gets here.
+            if is_complete(final):
                 shutil.rmtree(tmp, ignore_errors=True)
                 return load_output(stage, key, final, reused=True)
             raise

@@ -1,5 +1,12 @@
 """Crawl stage: fetch pages politely, keep the raw responses as WARC, the main text as documents."""
 
-from llm_core.crawl.crawler import CODE_VERSION, crawl
+from llm_core.crawl.crawler import WARC_FILE, crawl
+from llm_core.stage import Stage
 
-__all__ = ["CODE_VERSION", "crawl"]
+STAGE = Stage(
+    "crawl", package=__name__, inputs=(),
+    build=lambda config, inputs, out: crawl(config.crawl, out),
+    libraries=("trafilatura", "courlan", "protego", "warcio", "httpx", "beautifulsoup4", "lxml"),
+)
+
+__all__ = ["STAGE", "WARC_FILE", "crawl"]

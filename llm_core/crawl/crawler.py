@@ -28,11 +28,10 @@ from protego import Protego
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from llm_core.config import CrawlConfig
+from llm_core.crawl.config import CrawlConfig
 from llm_core.documents import DOCS_DIR, DOCUMENT_SCHEMA, document_id, write_documents
 from llm_core.errors import StageError
 
-CODE_VERSION = "1"
 STAGE = "crawl"
 WARC_FILE = "pages.warc.gz"
 HTML_TYPES = ("text/html", "application/xhtml+xml")

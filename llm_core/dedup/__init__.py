@@ -1,5 +1,13 @@
 """Dedupe stage: exact duplicates by normalised-text hash, near-duplicates by MinHash-LSH."""
 
-from llm_core.dedup.dedupe import CODE_VERSION, dedupe
+from llm_core.dedup.dedupe import dedupe
+from llm_core.documents import DOCS_DIR
+from llm_core.stage import Stage
 
-__all__ = ["CODE_VERSION", "dedupe"]
+STAGE = Stage(
+    "dedupe", package=__name__, inputs=("crawl",),
+    build=lambda config, inputs, out: dedupe(config.dedupe, inputs["crawl"].file(DOCS_DIR), out),
+    libraries=("datasketch",),
+)
+
+__all__ = ["STAGE", "dedupe"]

@@ -18,11 +18,10 @@ import numpy as np
 import pyarrow as pa
 from datasketch import MinHash, MinHashLSH
 
-from llm_core.config import DedupeConfig
+from llm_core.dedup.config import DedupeConfig
 from llm_core.documents import DOCS_DIR, REJECTED_DIR, read_documents, write_documents
 from llm_core.errors import StageError
 
-CODE_VERSION = "1"
 STAGE = "dedupe"
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,12 @@ import torch
 from tokenizers import Tokenizer
 from torch.nn import functional as F
 
-from llm_core.config import EvaluateConfig
+from llm_core.evaluate.config import EvaluateConfig
 from llm_core.errors import StageError
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.tokenizer.train import token_byte_lengths
 from llm_core.train import load_model
 
-CODE_VERSION = "1"
 STAGE = "evaluate"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llm_core.config import FilterConfig
+from llm_core.filters.config import FilterConfig
 
 _HAS_ALPHA = re.compile(r"[^\W\d_]", re.UNICODE)
 

@@ -14,14 +14,13 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from llm_core.config import FilterConfig, SparkConfig
+from llm_core.filters.config import FilterConfig
 from llm_core.documents import DOCS_DIR, REJECTED_DIR
 from llm_core.errors import StageError
 from llm_core.filters.langid import detect_language
 from llm_core.filters.quality import language_reason, quality_reason, quality_signals
-from llm_core.spark import get_spark
+from llm_core.spark import SparkConfig, get_spark
 
-CODE_VERSION = "1"
 STAGE = "filter"
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,15 @@
 """Tokenizer stage: train a tokenizer on the training split, encode the corpus into packed token shards."""
 
+from llm_core.documents import DOCS_DIR
+from llm_core.stage import Stage
 from llm_core.tokenizer.shards import TokenShards
-from llm_core.tokenizer.train import CODE_VERSION, EOT_TOKEN, TOKENIZER_FILE, build_tokenizer_and_shards
+from llm_core.tokenizer.train import EOT_TOKEN, SHARDS_DIR, TOKENIZER_FILE, build_tokenizer_and_shards
 
-__all__ = ["CODE_VERSION", "EOT_TOKEN", "TOKENIZER_FILE", "TokenShards", "build_tokenizer_and_shards"]
+STAGE = Stage(
+    "tokenizer", package=__name__, inputs=("filter",),
+    build=lambda config, inputs, out: build_tokenizer_and_shards(config.tokenizer, inputs["filter"].file(DOCS_DIR), out),
+    libraries=("tokenizers",),
+    artifacts=(TOKENIZER_FILE,),
+)
+
+__all__ = ["EOT_TOKEN", "SHARDS_DIR", "STAGE", "TOKENIZER_FILE", "TokenShards", "build_tokenizer_and_shards"]

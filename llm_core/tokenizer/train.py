@@ -18,12 +18,11 @@ import pyarrow.parquet as pq
 from tokenizers import ByteLevelBPETokenizer, Tokenizer
 from tokenizers.pre_tokenizers import ByteLevel
 
-from llm_core.config import TokenizerConfig
+from llm_core.tokenizer.config import TokenizerConfig
 from llm_core.documents import DOCS_DIR
 from llm_core.errors import StageError
 from llm_core.tokenizer.shards import META_FILE, ShardWriter, token_dtype
 
-CODE_VERSION = "1"
 STAGE = "tokenizer"
 TOKENIZER_FILE = "tokenizer.json"
 EOT_TOKEN = "<|endoftext|>"

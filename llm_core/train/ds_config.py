@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_core.config import TrainConfig
+from llm_core.train.config import TrainConfig
 
 
 def deepspeed_config(config: TrainConfig, cuda: bool = False) -> dict[str, Any]:

@@ -18,13 +18,12 @@ from typing import Any
 
 import torch
 
-from llm_core.config import TrainConfig
+from llm_core.train.config import TrainConfig
 from llm_core.errors import StageError
 from llm_core.models import GPT, GPTConfig
 from llm_core.tokenizer.shards import TokenShards
-from llm_core.train.worker import MODEL_FILE
+from llm_core.train.worker import METRICS_FILE, MODEL_FILE, TRAIN_STATS_FILE
 
-CODE_VERSION = "1"
 STAGE = "train"
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def train(config: TrainConfig, shards_dir: Path, out_dir: Path) -> dict[str, Any
         raise StageError(
             STAGE, f"training processes exited with code {returncode}; last output:\n" + "\n".join(tail), retryable=True
         )
-    return json.loads((out_dir / "train_stats.json").read_text())
+    return json.loads((out_dir / TRAIN_STATS_FILE).read_text())
 
 
 def load_model(model_file: Path, device: str = "cpu") -> GPT:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llm_core.config import TrainConfig
+from llm_core.train.config import TrainConfig
 from llm_core.models import GPT, GPTConfig
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.train.ds_config import deepspeed_config
@@ -25,6 +25,8 @@ from llm_core.train.ds_config import deepspeed_config
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_TAG = "final"
 MODEL_FILE = "model.pt"
+TRAIN_STATS_FILE = "train_stats.json"
+METRICS_FILE = "metrics.jsonl"
 
 
 def main() -> None:
@@ -55,7 +57,7 @@ def main() -> None:
     device = engine.device
     rng = np.random.default_rng(config.seed + rank)  # each rank draws its own batches
 
-    metrics = (out_dir / "metrics.jsonl").open("w") if rank == 0 else None
+    metrics = (out_dir / METRICS_FILE).open("w") if rank == 0 else None
     tokens_per_step = config.micro_batch_size * config.grad_accum_steps * m.block_size * world
     started = time.perf_counter()
     window_losses: list[float] = []
@@ -94,8 +96,8 @@ def main() -> None:
         else:
             state = {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
         torch.save({"config": model.config.to_dict(), "state_dict": state}, out_dir / MODEL_FILE)
-        last = json.loads((out_dir / "metrics.jsonl").read_text().splitlines()[-1])
-        (out_dir / "train_stats.json").write_text(json.dumps({
+        last = json.loads((out_dir / METRICS_FILE).read_text().splitlines()[-1])
+        (out_dir / TRAIN_STATS_FILE).write_text(json.dumps({
             "steps": config.max_steps,
             "world_size": world,
             "params": params,
