@@ -76,7 +76,7 @@ def load_output(stage: str, key: str, path: Path, reused: bool = False) -> Stage
     return StageOutput(stage=stage, key=key, path=path.resolve(), stats=stats, reused=reused)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -91,7 +91,7 @@ def remove_abandoned_tmp_dirs(stage_dir: Path, key: str) -> None:
     prefix = f".tmp-{key}-{socket.gethostname()}-"
     for tmp in stage_dir.glob(f"{prefix}*"):
         pid = tmp.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             log.info("removing %s, left by a process that died", tmp)
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -125,6 +125,7 @@ def materialize(
         if final.exists():  # a directory without a marker is debris from an older crash: never trusted
             shutil.rmtree(final)
         remove_abandoned_tmp_dirs(final.parent, key)
+        log.info("%s: building %s", stage, final)
         return _build_into_place(stage, key, final, inputs, code, build)
 
 

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
 from llm_core.config import PipelineConfig, ProjectConfig
+from llm_core.stage import Stage
 from llm_core.storage import STATS_FILE, StageOutput
 
 MODEL_KEY_TAG = "llmpipe.model_key"
@@ -81,22 +82,25 @@ def pipeline_run(config: PipelineConfig, run_name: str, tags: dict[str, str] | N
         yield run.info.run_id
 
 
-def log_stage(parent_run_id: str, output: StageOutput, stage_config: BaseModel, status: str,
-              artifacts: list[Path] = ()) -> str:
-    """One child run for a stage: its config as params, its stats as metrics, files as artifacts."""
+def log_stage(parent_run_id: str, stage: Stage, output: StageOutput, stage_config: BaseModel, status: str) -> str:
+    """One child run for a stage: its config as params, its stats as metrics, the files its
+    row names (``artifacts``) as artifacts, its ``history_file`` as metric curves."""
     tags = {"mlflow.parentRunId": parent_run_id, "llmpipe.stage": output.stage,
             "llmpipe.output_key": output.key, "llmpipe.output_path": str(output.path),
             "llmpipe.status": status}
+    code = output.stats.get("code")
+    if isinstance(code, dict):
+        tags["llmpipe.code_source"] = str(code.get("source"))
     with mlflow.start_run(run_name=output.stage, nested=True, tags=tags) as run:
         mlflow.log_params(flatten(stage_config.model_dump(mode="json")))
-        mlflow.log_metrics(numeric_metrics(output.stats))
-        history = output.file("metrics.jsonl")
-        if history.is_file():  # a training curve: one metric point per logged step
+        mlflow.log_metrics(numeric_metrics({k: v for k, v in output.stats.items() if k != "code"}))
+        history = output.file(stage.history_file) if stage.history_file else None
+        if history is not None and history.is_file():  # a training curve: one metric point per logged step
             for line in history.read_text().splitlines():
                 record = json.loads(line)
                 step = int(record.pop("step"))
                 mlflow.log_metrics({f"train/{k}": float(v) for k, v in record.items()}, step=step)
-        for path in [output.file(STATS_FILE), *artifacts]:
+        for path in [output.file(STATS_FILE), *(output.file(name) for name in stage.artifacts)]:
             if path.is_file():
                 mlflow.log_artifact(str(path))
         return run.info.run_id

@@ -1,12 +1,9 @@
-"""Prefect tasks over llm_core's stages, in pipeline order."""
+"""Prefect tasks over llm_core's stages, in pipeline order: one task per stage row."""
 
-from tasks.crawl import crawl
-from tasks.dedupe import dedupe
-from tasks.evaluate import evaluate
-from tasks.filter import filter_
-from tasks.tokenizer import tokenizer
-from tasks.train import train
+from llm_core.stages import STAGE_LIST
+from tasks.common import stage_task
 
-STAGE_TASKS = (crawl, dedupe, filter_, tokenizer, train, evaluate)
+STAGE_TASKS = tuple(stage_task(stage.name) for stage in STAGE_LIST)
+TASKS_BY_STAGE = {t.name: t for t in STAGE_TASKS}
 
-__all__ = ["STAGE_TASKS", "crawl", "dedupe", "evaluate", "filter_", "tokenizer", "train"]
+__all__ = ["STAGE_TASKS", "TASKS_BY_STAGE"]

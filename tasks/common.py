@@ -1,9 +1,10 @@
-"""What every stage task shares: the cache policy, retries, result storage, the summary artifact.
+"""What every stage task shares: the cache policy, honest retries, timeouts, result storage.
 
 A stage task is ``llm_core.stages.run_stage`` under Prefect. Its cache key is the stage's
-content address (config section, input keys, code version) plus the task's source, so
-Prefect's cache and the ``_SUCCESS``-marked output agree; ``run_stage_task`` refreshes the cache
-when the output it points to has gone (deleted by hand, another data root).
+output address (data root, stage, content key: config section, input keys, code
+fingerprint), so Prefect's cache and the ``_SUCCESS``-marked output agree and a change to
+a stage's code invalidates both; ``run_stage_task`` refreshes the cache when the output it
+points to has gone (deleted by hand, collected by ``llmpipe gc``).
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from typing import Any
 
 from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import TASK_SOURCE, CachePolicy
+from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
+from prefect.task_engine import TaskRunTimeoutError
 from prefect.tasks import exponential_backoff
 
-from llm_core.config import PipelineConfig
-from llm_core.errors import PipelineError
+from llm_core.config import PipelineConfig, TaskSettings
+from llm_core.errors import is_transient
 from llm_core.stages import get_stage, run_stage
 from llm_core.storage import StageOutput, is_complete, output_dir
 
 StageInputs = dict[str, StageOutput]
+RESULTS_DIR = Path("prefect") / "storage"  # under the data root
 
 
 @dataclass
@@ -43,19 +46,30 @@ def expected_output(stage: str, config: PipelineConfig, inputs: StageInputs) -> 
     return output_dir(Path(config.project.data_root).resolve(), stage, key)
 
 
-def _worth_retrying(task: Task, task_run: Any, state: Any) -> bool:
-    """Retry crashes and transient failures, not errors that would only happen again."""
+def worth_retrying(task: Task, task_run: Any, state: Any) -> bool:
+    """Retry transient failures only (llm_core.errors.is_transient); a bug in our code fails
+    at once with its traceback, and a stage past its timeout is not started again."""
     try:
         state.result()
-    except PipelineError as exc:
-        return bool(getattr(exc, "retryable", False))
-    except Exception:
-        return True
-    return True
+    except TaskRunTimeoutError:
+        return False
+    except BaseException as exc:  # noqa: BLE001 (classified, then Prefect re-raises it)
+        return is_transient(exc)
+    return False
 
 
-def stage_task(stage: str, retries: int = 0, backoff_s: float = 10.0) -> Task:
-    """The Prefect task for one stage, named after it."""
+def results_storage(config: PipelineConfig) -> Path:
+    """Prefect's task results under the data root, whoever starts the run (CLI, worker, serve).
+
+    A path, not a ``LocalFileSystem`` block: Prefect accepts an unsaved path, and a block
+    would have to be saved on the server first."""
+    path = Path(config.project.data_root) / RESULTS_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def stage_task(stage: str) -> Task:
+    """The Prefect task for one stage, named after it; retries and timeout come from the config."""
 
     def run_in_task(config: PipelineConfig, inputs: StageInputs) -> StageOutput:
         output = run_stage(stage, config, inputs)
@@ -65,24 +79,31 @@ def stage_task(stage: str, retries: int = 0, backoff_s: float = 10.0) -> Task:
         return output
 
     run_in_task.__name__ = run_in_task.__qualname__ = f"{stage}_stage"
-    return task(
-        run_in_task,
-        name=stage,
-        cache_policy=StageOutputPolicy(stage=stage) + TASK_SOURCE,
-        persist_result=True,
-        retries=retries,
-        retry_delay_seconds=exponential_backoff(backoff_factor=backoff_s) if retries else 0,
-        retry_condition_fn=_worth_retrying,
+    return task(run_in_task, name=stage, cache_policy=StageOutputPolicy(stage=stage), persist_result=True,
+                retry_condition_fn=worth_retrying)
+
+
+def configured(stage_task_: Task, settings: TaskSettings, storage: Path) -> Task:
+    """The task with this run's retries (exponential backoff with jitter), timeout and result storage."""
+    return stage_task_.with_options(
+        retries=settings.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_delay_s) if settings.retries else 0,
+        retry_jitter_factor=0.5 if settings.retries else None,
+        timeout_seconds=settings.timeout_s,
+        result_storage=storage,
     )
 
 
 def run_stage_task(stage_task_: Task, config: PipelineConfig, inputs: StageInputs) -> tuple[StageOutput, str]:
-    """Run a stage task; return its output and how it was had.
+    """Run a stage task with the run's settings; return its output and how it was had.
 
     ``cached``: Prefect served the task from its cache; ``reused``: the task ran but found
-    the output already built (Prefect's cache had been wiped); ``ran``: the stage did its work."""
+    the output already built (Prefect's cache had been wiped, or another run built it
+    meanwhile); ``ran``: the stage did its work."""
+    settings: TaskSettings = getattr(config.tasks, stage_task_.name)
     fresh = not is_complete(expected_output(stage_task_.name, config, inputs))
-    state = stage_task_.with_options(refresh_cache=fresh)(config, inputs, return_state=True)
+    runnable = configured(stage_task_, settings, results_storage(config)).with_options(refresh_cache=fresh)
+    state = runnable(config, inputs, return_state=True)
     output = state.result()  # raises the stage's error if it failed
     if state.name == "Cached":
         return output, "cached"
@@ -90,5 +111,5 @@ def run_stage_task(stage_task_: Task, config: PipelineConfig, inputs: StageInput
 
 
 def stats_markdown(output: StageOutput) -> str:
-    rows = [f"| {k} | {v} |" for k, v in sorted(output.stats.items())]
+    rows = [f"| {k} | {v} |" for k, v in sorted(output.stats.items()) if k != "code"]
     return "\n".join([f"# {output.stage}", "", f"Output: `{output.path}`", "", "| stat | value |", "|---|---|", *rows])

@@ -49,11 +49,33 @@ def test_malformed_override_and_files(tmp_path):
         load_config(bad)
 
 
-def test_deployment_parameters_are_the_tiny_config():
-    """deployments/prefect.yaml repeats configs/tiny.yaml as the deployment's default parameters."""
+def test_deployment_parameters_are_the_tiny_config_refreshed_daily():
+    """deployments/prefect.yaml repeats configs/tiny.yaml as the deployment's default parameters,
+    with a daily crawl refresh so that each scheduled run fetches pages anew."""
     spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     (deployment,) = [d for d in spec["deployments"] if d["name"] == "pipeline"]
-    assert PipelineConfig.model_validate(deployment["parameters"]["config"]) == load_config(REPO / "configs" / "tiny.yaml")
+    assert PipelineConfig.model_validate(deployment["parameters"]["config"]) == load_config(
+        REPO / "configs" / "tiny.yaml", ["crawl.refresh=daily"])
+    assert deployment["schedules"][0]["cron"] == "0 3 * * *"
+
+
+def test_a_run_config_pins_the_snapshot_and_the_data_root(tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    monkeypatch.setenv("LLMPIPE_BASE_DIR", str(tmp_path))
+    monday = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+    daily = parse_config({"crawl": {"refresh": "daily"}})
+    run = daily.for_run(monday)
+    assert run.project.data_root == tmp_path / "data"
+    assert (run.crawl.refresh, run.crawl.snapshot) == ("never", "2026-11-23")
+    assert daily.for_run(monday.replace(day=24)).crawl.snapshot == "2026-11-24"
+    assert parse_config({"crawl": {"refresh": "weekly"}}).for_run(monday).crawl.snapshot == "2026-W48"
+    assert parse_config({"crawl": {"refresh": "monthly"}}).for_run(monday).crawl.snapshot == "2026-11"
+    pinned = parse_config({"crawl": {"refresh": "daily", "snapshot": "2026-11-01"}})
+    assert pinned.for_run(monday).crawl.snapshot == "2026-11-01", "an explicit snapshot wins"
+    assert parse_config({}).for_run(monday).crawl.snapshot is None, "refresh: never keeps reusing"
+    with pytest.raises(ConfigError, match="crawl.refresh"):
+        parse_config({"crawl": {"refresh": "hourly"}})
 
 
 def test_inconsistent_ranges_are_rejected():

@@ -5,7 +5,7 @@ import sys
 
 
 def test_llm_core_does_not_import_prefect():
-    code = ("import sys, llm_core.stages, llm_core.tracking, llm_core.train.worker; "
+    code = ("import sys, llm_core.stages, llm_core.tracking, llm_core.train.worker, llm_core.gc, llm_core.runs; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'flows', 'tasks')); "
             "assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

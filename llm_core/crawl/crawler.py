@@ -1,58 +1,37 @@
-"""A small, polite, breadth-first crawler.
+"""A small, polite, breadth-first crawler: the frontier loop and ``crawl()``.
 
-Same-host links from the seeds, a page budget and a depth limit, robots.txt obeyed
-(Protego, including Crawl-delay), a timeout and a byte cap per page. Every HTTP response
-is kept in a standard WARC file (warcio) so the extraction can be redone without
-refetching; the main text and title of each HTML page come from trafilatura.
+Same-host links from the seeds, a page budget and a depth limit, a timeout and a byte cap
+per page. This module only decides what to fetch next and fetches it; the rules on what
+may be fetched and when (robots.txt per RFC 9309, Crawl-delay) live in ``robots.py``, and
+what is kept of a page (WARC record, links, main text) in ``extract.py``, so each can be
+read and tested on its own.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from io import BytesIO
 from pathlib import Path
 from typing import Any
-from urllib.parse import urldefrag, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pyarrow as pa
-import trafilatura
-from bs4 import BeautifulSoup
-from courlan import normalize_url
-from protego import Protego
-from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from llm_core.crawl.config import CrawlConfig
-from llm_core.documents import DOCS_DIR, DOCUMENT_SCHEMA, document_id, write_documents
+from llm_core.crawl.extract import archive, canonical_url, extract_document, extract_links
+from llm_core.crawl.robots import REDIRECTS, Politeness
+from llm_core.documents import DOCS_DIR, DOCUMENT_SCHEMA, write_documents
 from llm_core.errors import StageError
 
 STAGE = "crawl"
 WARC_FILE = "pages.warc.gz"
 HTML_TYPES = ("text/html", "application/xhtml+xml")
-# httpx hands us decoded bodies; these headers would describe the wire bytes, not the payload kept.
-_WIRE_HEADERS = {"content-encoding", "transfer-encoding", "content-length"}
 
 log = logging.getLogger(__name__)
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def canonical_url(url: str) -> str:
-    """Normalise a URL (courlan: lower-case host, default port, fragment dropped) so each page is fetched once."""
-    url, _ = urldefrag(url)
-    try:
-        return normalize_url(url)
-    except ValueError:
-        return url
 
 
 class PageTooLarge(Exception):
@@ -67,18 +46,8 @@ class PageTimeout(Exception):
     """The page took longer than ``timeout_s`` in all (httpx's timeout is per socket read)."""
 
 
-REDIRECTS = {301, 302, 303, 307, 308}
 # Skip reasons that mean "the server could not be reached", which may pass: worth a retry.
 TRANSIENT_SKIPS = {"fetch_error", "host_unavailable", "timeout"}
-
-
-@dataclass
-class HostState:
-    robots: Protego | None
-    delay_s: float
-    last_request: float = 0.0
-    # Why the host is not crawled at all (robots.txt unreachable or failing), if it is not.
-    refused: str | None = None
 
 
 @dataclass
@@ -98,57 +67,17 @@ class Crawler:
         self.config = config
         self.client = client
         self.warc = warc
-        self.hosts: dict[str, HostState] = {}
         self.stats = CrawlStats()
-
-    # -- politeness -------------------------------------------------------------------
-    def _host(self, url: str) -> HostState:
-        origin = _origin(url)
-        if origin not in self.hosts:
-            self.hosts[origin] = self._load_robots(origin)
-        return self.hosts[origin]
-
-    def _load_robots(self, origin: str) -> HostState:
-        """Fetch robots.txt. Missing (4xx) allows everything; unreachable or 5xx allows nothing,
-        as Google's crawler does, so a broken server is never hammered."""
-        url = f"{origin}/robots.txt"
-        try:
-            response = self.client.get(url)
-        except httpx.HTTPError as exc:
-            reason = f"robots.txt unreachable: {type(exc).__name__}: {exc}"
-        else:
-            unavailable = response.status_code >= 500 or response.status_code == 429  # RFC 9309 2.3.1.4
-            reason = f"robots.txt answered HTTP {response.status_code}" if unavailable else None
-        if reason:
-            log.warning("not crawling %s: %s", origin, reason)
-            self.stats.errors.append(f"{origin}: {reason}")
-            return HostState(robots=None, delay_s=self.config.delay_s, refused=reason)
-        if response.status_code >= 400:
-            return HostState(robots=None, delay_s=self.config.delay_s)
-        robots = Protego.parse(response.text)
-        crawl_delay = robots.crawl_delay(self.config.user_agent) or 0.0
-        return HostState(robots=robots, delay_s=max(self.config.delay_s, float(crawl_delay)))
+        self.politeness = Politeness(config, client, self.stats.errors)
 
     def refusal(self, url: str) -> str | None:
         """Why ``url`` must not be fetched (a skip reason), or None."""
-        host = self._host(url)
-        if host.refused:
-            return "host_unavailable"
-        if host.robots is not None and not host.robots.can_fetch(url, self.config.user_agent):
-            return "robots_disallowed"
-        return None
-
-    def _wait_turn(self, url: str) -> None:
-        host = self._host(url)
-        wait = host.last_request + host.delay_s - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        host.last_request = time.monotonic()
+        return self.politeness.refusal(url)
 
     # -- fetching ---------------------------------------------------------------------
     def fetch(self, url: str) -> tuple[httpx.Response, bytes]:
         """GET an HTML page; the byte cap and the page's time limit are enforced while streaming."""
-        self._wait_turn(url)
+        self.politeness.wait_turn(url)
         deadline = time.monotonic() + self.config.timeout_s
         with self.client.stream("GET", url) as response:
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -162,15 +91,6 @@ class Crawler:
                 if time.monotonic() > deadline:
                     raise PageTimeout(url)
         return response, bytes(body)
-
-    def archive(self, url: str, response: httpx.Response, body: bytes) -> None:
-        headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _WIRE_HEADERS]
-        headers.append(("Content-Length", str(len(body))))
-        http_headers = StatusAndHeaders(
-            f"{response.status_code} {response.reason_phrase}", headers, protocol="HTTP/1.1"
-        )
-        record = self.warc.create_warc_record(url, "response", payload=BytesIO(body), http_headers=http_headers)
-        self.warc.write_record(record)
 
     # -- the crawl --------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
@@ -215,7 +135,7 @@ class Crawler:
                 continue
             self.stats.fetched += 1
             self.stats.bytes += len(body)
-            self.archive(url, response, body)
+            archive(self.warc, url, response, body)
             if self.stats.fetched % 25 == 0:
                 log.info("crawl: %d/%d pages fetched, %d kept", self.stats.fetched, self.config.max_pages, self.stats.kept)
 
@@ -240,45 +160,6 @@ class Crawler:
                 for link in extract_links(body, url):
                     enqueue(link, depth + 1)
         return documents
-
-
-def extract_links(html: bytes, base_url: str) -> list[str]:
-    soup = BeautifulSoup(html, "lxml")
-    base = soup.find("base", href=True)
-    base_url = urljoin(base_url, base["href"]) if base else base_url
-    links = []
-    for anchor in soup.find_all("a", href=True):
-        href = anchor["href"].strip()
-        if not href or href.startswith(("mailto:", "javascript:", "tel:", "#")):
-            continue
-        absolute = urljoin(base_url, href)
-        if absolute.startswith(("http://", "https://")):
-            links.append(canonical_url(absolute))
-    return links
-
-
-def extract_document(html: bytes, url: str) -> dict[str, Any] | None:
-    """Main text and title with trafilatura; it detects the page's encoding from the bytes,
-    so pages that are not UTF-8 are decoded rather than dropped."""
-    result = trafilatura.extract(
-        html, url=url, output_format="json", with_metadata=True, include_comments=False, favor_precision=False
-    )
-    if not result:
-        return None
-    meta = json.loads(result)
-    text = (meta.get("text") or "").strip()
-    if not text:
-        return None
-    return {
-        "id": document_id(url),
-        "url": url,
-        "source": "crawl",
-        "fetched_at": datetime.now(timezone.utc),
-        "text": text,
-        "title": meta.get("title"),
-        "lang": None,
-        "lang_score": None,
-    }
 
 
 def crawl(config: CrawlConfig, out_dir: Path) -> dict[str, Any]:

@@ -1,5 +1,0 @@
-"""Tokenizer training and encoding as a Prefect task: deterministic local work."""
-
-from tasks.common import stage_task
-
-tokenizer = stage_task("tokenizer")

@@ -1,0 +1,87 @@
+"""``llmpipe gc``: outputs no recent run used, and leftovers of dead runs; a dry run by default."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from llm_core.config import STAGES, DedupeConfig
+from llm_core.gc import apply_gc, plan_gc
+from llm_core.runs import record_run
+from llm_core.storage import materialize
+
+REPO = Path(__file__).resolve().parents[1]
+DAY = 86400
+
+
+def built(root: Path, threshold: float) -> Path:
+    out = materialize(root, "dedupe", DedupeConfig(threshold=threshold), [], "1",
+                      lambda d: (d / "docs.txt").write_text("x" * 1000) and {})
+    return out.path
+
+
+def age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (then, then))
+
+
+def test_gc_keeps_what_recent_runs_used_and_removes_the_rest(tmp_path):
+    root = tmp_path / "data"
+    old, recent, fresh = built(root, 0.5), built(root, 0.6), built(root, 0.7)
+    for path in (old, recent):
+        age(path, 3 * DAY)
+    start = datetime.now(timezone.utc)
+    record_run(root, "run-a", start - timedelta(days=3), {"dedupe": old}, state="completed")
+    record_run(root, "run-b", start - timedelta(days=1), {"dedupe": recent}, state="completed")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = root / "dedupe" / f".tmp-{old.name}-{socket.gethostname()}-{dead.pid}-abcd1234"
+    other_host_stale = root / "dedupe" / f".tmp-{old.name}-node-7-{dead.pid}-abcd1234"
+    other_host_live = root / "dedupe" / f".tmp-{old.name}-node-8-{dead.pid}-abcd1234"
+    for d in (orphan, other_host_stale, other_host_live):
+        d.mkdir()
+        (d / "part.parquet").write_text("partial")
+    age(other_host_stale, 2 * DAY)
+
+    plan = plan_gc(root, STAGES, keep_runs=1, min_age_s=3600, tmp_min_age_s=DAY)
+    assert {(r.kind, r.path) for r in plan.removals} == {("output", old), ("tmp", orphan), ("tmp", other_host_stale)}
+    assert plan.kept_outputs == 2  # recent: used by the last run; fresh: built within the hour
+    assert all(p.exists() for p in (old, orphan, other_host_stale)), "planning removes nothing"
+
+    assert apply_gc(plan) > 1000
+    assert not old.exists() and not orphan.exists() and not other_host_stale.exists()
+    assert recent.exists() and fresh.exists() and other_host_live.exists()
+    assert not list((root / "dedupe").glob(".gc-*"))
+
+
+def test_without_any_recorded_run_no_output_is_removed(tmp_path):
+    root = tmp_path / "data"
+    path = built(root, 0.5)
+    age(path, 30 * DAY)
+    plan = plan_gc(root, STAGES, keep_runs=5, min_age_s=0)
+    assert plan.removals == [] and "no pipeline run is recorded" in plan.note
+
+
+def test_llmpipe_gc_is_a_dry_run_unless_told(tmp_path):
+    root = tmp_path / "data"
+    old = built(root, 0.5)
+    age(old, 3 * DAY)
+    record_run(root, "run-a", datetime.now(timezone.utc), {"dedupe": built(root, 0.6)}, state="completed")
+
+    def gc(*extra):
+        return subprocess.run([sys.executable, "-m", "flows.cli", "gc", "--config", "configs/tiny.yaml",
+                               "--set", f"project.data_root={root}", *extra], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+
+    dry = gc()
+    assert dry.returncode == 0, dry.stderr
+    assert str(old) in dry.stdout and "dry run: nothing removed" in dry.stdout
+    assert old.exists()
+    applied = gc("--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "removed 1" in applied.stdout and not old.exists()
+    assert gc("--older-than", "soon").returncode == 1
