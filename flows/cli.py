@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from flows.environment import setup_environment
+from flows.environment import prepare_ephemeral_api, setup_environment
 from flows.services import MLFLOW_PORT, PREFECT_PORT, demo_site, serve, ui
 from llm_core.config import STAGES, PipelineConfig, load_config
 from llm_core.errors import ConfigError, PipelineError
@@ -32,6 +32,7 @@ _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def run_pipeline(config: PipelineConfig, stop_after: str = "evaluate") -> dict:
     setup_environment(config)
+    prepare_ephemeral_api()
     from flows.pipeline import pipeline
 
     return pipeline(config=config, stop_after=stop_after)

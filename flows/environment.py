@@ -9,8 +9,11 @@ the same.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
+
+from filelock import FileLock
 
 from llm_core.config import PipelineConfig, resolve_data_root
 
@@ -28,3 +31,21 @@ def setup_environment(config: PipelineConfig) -> None:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def prepare_ephemeral_api() -> None:
+    """Create or migrate the ephemeral Prefect API's database once, under a file lock.
+
+    Without a server (no ``PREFECT_API_URL``) each ``llmpipe`` process starts its own API on
+    the SQLite database under the data root and migrates it at start; two first runs
+    started together (a schedule and a CLI run) would migrate it at the same time and one
+    would crash. Done here first, under a lock, the servers' own migration finds nothing to do."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.database import provide_database_interface
+    from prefect.settings import PREFECT_HOME
+
+    home = Path(PREFECT_HOME.value())
+    home.mkdir(parents=True, exist_ok=True)
+    with FileLock(home / ".database-init.lock"):
+        asyncio.run(provide_database_interface().create_db())

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
 import mlflow
+from filelock import FileLock
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
@@ -41,16 +43,21 @@ def configure(project: ProjectConfig) -> str:
     """Point MLflow at the tracking store and make sure the experiment exists.
 
     On a local store the experiment's artifacts go under the data root too; MLflow's own
-    default would be ``./mlruns`` in whatever directory we were started from."""
+    default would be ``./mlruns`` in whatever directory we were started from. A SQLite store
+    is created (and migrated) under a file lock: two first runs started together would
+    otherwise both migrate the new database, and one would fail."""
     uri = tracking_uri(project)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = MlflowClient()
-    if client.get_experiment_by_name(project.mlflow_experiment) is None:
-        artifacts = None
-        if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
-            artifacts = (Path(project.data_root) / "mlflow" / "artifacts").resolve().as_uri()
-        client.create_experiment(project.mlflow_experiment, artifact_location=artifacts)
+    guard = FileLock(f"{uri.removeprefix('sqlite:///')}.lock") if uri.startswith("sqlite:///") else nullcontext()
+    with guard:
+        client = MlflowClient()
+        if client.get_experiment_by_name(project.mlflow_experiment) is None:
+            artifacts = None
+            if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+                artifacts = (Path(project.data_root) / "mlflow" / "artifacts").resolve().as_uri()
+            with suppress(MlflowException):  # created meanwhile by a concurrent run
+                client.create_experiment(project.mlflow_experiment, artifact_location=artifacts)
     mlflow.set_experiment(project.mlflow_experiment)
     return uri
 

@@ -12,6 +12,7 @@ from llm_core.evaluate import REPORT_JSON, evaluate
 from llm_core.tokenizer import TOKENIZER_FILE
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train import MODEL_FILE, load_model, train
+from llm_core.train.launch import failure_is_transient
 from helpers import tokenized_shakespeare
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64)
@@ -95,7 +96,85 @@ def test_a_killed_worker_is_a_retryable_stage_error(shards, tmp_path):
     thread.join(timeout=120)
     (error,) = errors
     assert "[train] training processes exited with code" in str(error)
+    assert "exitcode  : -9" in str(error), "torchrun's report on the killed worker"
     assert error.retryable
+
+
+def test_a_worker_error_is_not_retried_and_shows_its_traceback(shards, tmp_path):
+    """Token ids beyond the vocabulary that meta.json declares: the worker's embedding raises.
+    The same data would fail again, so no retry, and the user sees the worker's error."""
+    import shutil
+
+    bad = tmp_path / "shards"
+    shutil.copytree(shards / SHARDS_DIR, bad)
+    meta = json.loads((bad / "meta.json").read_text())
+    (bad / "meta.json").write_text(json.dumps({**meta, "vocab_size": 16}))
+    config = TrainConfig(model=TINY, micro_batch_size=2, grad_accum_steps=1, max_steps=5, warmup_steps=1)
+    out = tmp_path / "train"
+    out.mkdir()
+    with pytest.raises(StageError, match=r"\[train\] training processes exited with code 1") as info:
+        train(config, bad, out)
+    assert not info.value.retryable
+    assert "IndexError: index out of range in self" in str(info.value)
+    assert 'llm_core/models/gpt.py", line' in str(info.value), "the traceback's frames"
+
+
+def test_a_run_past_its_timeout_stops_its_processes(shards, tmp_path):
+    """A stage timeout arrives as an exception in the main thread (Prefect's alarm) while
+    ``train`` waits on torchrun: it must propagate, and no training process may outlive it."""
+    import signal
+    import time
+
+    import psutil
+
+    fired = []
+
+    def past_timeout(signum, frame):
+        if (tmp_path / "train" / "metrics.jsonl").is_file() or time.monotonic() > give_up:  # training is under way
+            signal.setitimer(signal.ITIMER_REAL, 0)  # a timeout fires once
+            fired.append(time.monotonic())
+            raise TimeoutError("train ran past its timeout")
+
+    give_up = time.monotonic() + 180
+    previous = signal.signal(signal.SIGALRM, past_timeout)
+    signal.setitimer(signal.ITIMER_REAL, 0.5, 0.5)
+    try:
+        with pytest.raises(TimeoutError, match="past its timeout"):
+            run_training(shards, tmp_path, max_steps=100_000, nproc_per_node=2)
+        raised = time.monotonic()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (tmp_path / "train" / "metrics.jsonl").is_file(), "timed out before training started"
+
+    def ours(process):  # this run's torchrun and workers: their command line names its job.json
+        try:
+            cmdline = " ".join(process.cmdline())
+        except psutil.Error:
+            return False
+        return str(tmp_path) in cmdline and ("llm_core.train.worker" in cmdline or "torch.distributed.run" in cmdline)
+
+    left = [p for p in psutil.process_iter() if ours(p)]
+    assert not left, f"training processes outlived the timeout: {left}"
+    assert raised - fired[0] < 30, "stopped within the grace period"
+
+
+def test_which_training_failures_are_transient():
+    raised = ("[rank0]: IndexError: index out of range in self\n"
+              "  exitcode  : 1 (pid: 4663)\n  traceback : Traceback (most recent call last):")
+    assert not failure_is_transient(1, raised), "a Python error in a worker"
+    assert failure_is_transient(1, "  exitcode  : -9 (pid: 123)\n  traceback : Signal 9 (SIGKILL) received by PID 123")
+    assert failure_is_transient(-15, ""), "torchrun itself killed"
+    assert failure_is_transient(1, "torch.distributed.elastic.multiprocessing.api.SignalException: Process 7 got signal: 15")
+    assert failure_is_transient(1, "[Rank 0] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=9, "
+                                   "OpType=ALLREDUCE) ran for 600000 milliseconds before timing out.")
+    assert failure_is_transient(1, "RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] "
+                                   "Connection closed by peer [127.0.0.1]:29500")
+    assert failure_is_transient(1, "torch.distributed.DistNetworkError: Connection reset by peer")
+    assert failure_is_transient(1, "torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp:1970, "
+                                   "remote process exited or there was a network error\nncclRemoteError: ...")
+    assert not failure_is_transient(1, "torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp:1970, "
+                                       "invalid usage\nncclInvalidUsage: This usually reflects invalid usage")
 
 
 def test_too_little_data_for_one_window_is_a_clear_error(shards, tmp_path):

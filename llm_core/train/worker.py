@@ -3,7 +3,8 @@
 The loop reads like nanoGPT's train.py: sample a batch from the memory-mapped shards,
 forward, backward, step, log; DeepSpeed does accumulation, clipping, ZeRO partitioning and
 the LR schedule. Rank 0 writes the metrics, the DeepSpeed checkpoint is written by all
-ranks, and rank 0 consolidates a plain fp32 ``model.pt`` for evaluation and the registry.
+ranks, and rank 0 saves a plain fp32 ``model.pt`` (the optimizer's fp32 master weights)
+for evaluation and the registry.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from llm_core.train.config import TrainConfig
 from llm_core.models import GPT, GPTConfig
@@ -29,6 +31,49 @@ TRAIN_STATS_FILE = "train_stats.json"
 METRICS_FILE = "metrics.jsonl"
 
 
+def fp32_state_dict(engine) -> dict[str, torch.Tensor]:
+    """The model's state dict on CPU with every parameter taken from the fp32 master weights.
+
+    With bf16/fp16 the module holds 16-bit copies rounded from the fp32 weights that the
+    optimizer updates: exporting those would throw away the low bits of every weight.
+    ``safe_get_full_fp32_param`` finds the fp32 copy under ZeRO 1-3 by gathering its
+    partitions from all ranks, a collective: every rank calls this, in the same order. Under
+    ZeRO 0 it returns None: see :func:`zero0_fp32_copies`. Buffers are kept from the module's
+    ``state_dict()`` (ZeRO-3 partitions parameters only, whose entries there are placeholders);
+    floating-point ones are saved as fp32 too.
+    """
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    zero0 = zero0_fp32_copies(engine.optimizer)
+    state = {name: t.detach().cpu() for name, t in engine.module.state_dict().items()}
+    masters: dict[int, torch.Tensor] = {}  # tied weights (wte, lm_head) are one parameter: fetch it once
+    for name, param in engine.module.named_parameters(remove_duplicate=False):
+        if id(param) not in masters:
+            master = safe_get_full_fp32_param(param)
+            if master is None:
+                master = zero0.get(id(param), param)
+            if master.dtype != torch.float32:
+                raise RuntimeError(f"no fp32 master copy of {name} ({master.dtype}) found to export")
+            masters[id(param)] = master.detach().cpu()
+        state[name] = masters[id(param)]
+    return {name: t.float() if t.is_floating_point() else t for name, t in state.items()}
+
+
+def zero0_fp32_copies(optimizer) -> dict[int, torch.Tensor]:
+    """``id(parameter) -> fp32 copy`` under ZeRO 0 with bf16/fp16, else empty.
+
+    There DeepSpeed wraps our torch AdamW in ``FP16_UnfusedOptimizer``, whose ``fp32_groups``
+    mirror the 16-bit ``fp16_groups``; ZeRO 0 in fp32 has no copy (the parameters are the
+    master weights)."""
+    from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
+
+    if not isinstance(optimizer, FP16_UnfusedOptimizer):
+        return {}
+    return {id(low): high for lows, highs in zip(optimizer.fp16_groups, optimizer.fp32_groups)
+            for low, high in zip(lows, highs)}
+
+
+@record  # torchrun then prints the worker's traceback in its failure report (llm_core.train.launch reads it)
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("job", type=Path, help="job.json written by llm_core.train.launch")
@@ -86,15 +131,10 @@ def main() -> None:
     train_s = time.perf_counter() - started
 
     engine.save_checkpoint(str(out_dir / CHECKPOINT_DIR), tag=CHECKPOINT_TAG)
+    state = fp32_state_dict(engine)  # a collective under ZeRO: every rank takes part
     torch.distributed.barrier()
     if rank == 0:
         metrics.close()
-        if config.zero_stage == 3:  # parameters are partitioned: rebuild them from the checkpoint
-            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-            state = get_fp32_state_dict_from_zero_checkpoint(str(out_dir / CHECKPOINT_DIR), tag=CHECKPOINT_TAG)
-        else:
-            state = {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
         torch.save({"config": model.config.to_dict(), "state_dict": state}, out_dir / MODEL_FILE)
         last = json.loads((out_dir / METRICS_FILE).read_text().splitlines()[-1])
         (out_dir / TRAIN_STATS_FILE).write_text(json.dumps({
