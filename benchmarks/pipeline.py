@@ -58,7 +58,7 @@ def main() -> None:
 
     cold_s = timed_run(args.config, overrides)
     stage_s = {}
-    for planned in plan(config):
+    for planned in plan(config.for_run()):
         stats = json.loads((planned.path / "stats.json").read_text())
         stage_s[planned.stage] = stats["wall_s"]
     warm_s = timed_run(args.config, overrides)

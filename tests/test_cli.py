@@ -144,3 +144,22 @@ def test_a_killed_run_leaves_nothing_trusted_and_the_next_run_completes(site, tm
     assert len(list(tmp_path.glob("crawl/*/_SUCCESS"))) == 1
     assert not list(tmp_path.glob("crawl/.tmp-*")), "the killed run's partial output is cleaned up"
     assert "crawl      done" in llmpipe("status", "--config", str(TINY), *overrides).stdout
+
+
+@pytest.mark.slow
+def test_two_cli_runs_of_one_config_at_once_both_succeed_and_build_once(site, tmp_path):
+    """A schedule and a CLI run (here: two CLI runs) started together on a new data root: the
+    first Prefect and MLflow databases are created once, the crawl is built once."""
+    overrides = ["--set", f"project.data_root={tmp_path}", "--set", f"crawl.seeds=['{site.url}']",
+                 "--set", "crawl.max_pages=12", "--set", "crawl.delay_s=0.2"]
+    runs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "stage", "crawl", "--config", str(TINY), *overrides],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    statuses = [line.split()[1] for out in outputs for line in out.splitlines() if line.strip().startswith("crawl ")]
+    # The second waits for the first's lock (reused), or finds Prefect's cache record if it arrived later.
+    assert len(statuses) == 2 and statuses.count("ran") == 1, statuses
+    assert set(statuses) - {"ran"} <= {"cached", "reused"}, statuses
+    assert len(list(tmp_path.glob("crawl/*/_SUCCESS"))) == 1
+    assert not list(tmp_path.glob("crawl/.tmp-*"))

@@ -1,12 +1,12 @@
 """The whole flow through real Prefect (temporary API), Spark, DeepSpeed and MLflow (SQLite)."""
 
-import os
 import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from llm_core.config import STAGES, parse_config
+from llm_core.runs import recorded_runs
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     assert second["registered_model"]["version"] == 1 and not second["registered_model"]["new"]
 
     # Prefect's own cache wiped: every task runs, but each finds its output and does no work.
-    shutil.rmtree(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
+    shutil.rmtree(tmp_path / "data" / "prefect" / "storage")  # the flow keeps them under the data root
     after_wipe = pipeline(config=config)
     assert after_wipe["stages"] == {name: {**info, "status": "reused"} for name, info in first["stages"].items()}
 
@@ -76,6 +76,17 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     shutil.rmtree(third["stages"]["evaluate"]["path"])
     fourth = pipeline(config=changed)
     assert statuses(fourth) == {**dict.fromkeys(STAGES, "cached"), "evaluate": "ran"}
+
+    # A new crawl snapshot (what `crawl.refresh: daily` does each day): the crawl fetches anew.
+    next_day = tiny_config(site, tmp_path, spark_config, crawl={"snapshot": "2026-11-29"})
+    fifth = pipeline(config=next_day, stop_after="dedupe")
+    assert statuses(fifth) == {"crawl": "ran", "dedupe": "ran"}
+
+    # Every run recorded the outputs it used (what `llmpipe gc` keeps), newest first.
+    records = recorded_runs(tmp_path / "data")
+    assert [r["state"] for r in records] == ["completed"] * 6
+    assert records[0]["outputs"] == {name: info["path"] for name, info in fifth["stages"].items()}
+    assert records[0]["status"] == {"crawl": "ran", "dedupe": "ran"}
 
 
 def test_a_corpus_filtered_to_nothing_stops_the_flow(site, prefect_api, spark_config, tmp_path):
