@@ -71,6 +71,7 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
                 outputs[stage.name] = output
                 logger.info("%s: %s %s", stage.name, status[stage.name], output.path)
                 tracking.log_stage(run_id, stage, output, stage.config(config), status[stage.name])
+                runs.record_run(**record, state="running", status=status)  # progress, and a heartbeat for gc
 
             if "evaluate" in outputs:
                 version, new = tracking.register_model(

@@ -116,6 +116,7 @@ def ui(config: PipelineConfig, prefect_port: int, mlflow_port: int) -> None:
     """Run both UI servers until Ctrl-C or SIGTERM, then stop them and everything they started."""
     from llm_core.tracking import tracking_uri
 
+    config = config.for_run()  # the data root a run would use ($LLMPIPE_BASE_DIR or the current directory)
     setup_environment(config)
     commands = [
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],

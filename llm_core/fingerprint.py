@@ -8,12 +8,15 @@ reads gives a new key, with nobody remembering to bump a constant:
   (read statically with ``ast``, so nothing is imported to compute it; parent packages
   count, as Python runs them; imports under ``if TYPE_CHECKING:`` do not). Each module is
   hashed as its syntax tree without docstrings: comments, docstrings and formatting do not
-  change a key, any change to what the code does does. Orchestration modules that never
+  change a key, any change to what the code does does; the text hashed is the tree written
+  back out (``ast.unparse``), the same on Python 3.11 and 3.12. Orchestration modules that never
   shape an output's content (:data:`ORCHESTRATION_MODULES`) are left out, so fixing an
   error message or the storage layer does not rebuild every dataset;
 - **libraries**: the installed versions of the distributions the stage declares (its
-  ``libraries``), without a local build label (``torch 2.13.0+cpu`` and ``+cu128`` agree),
-  so keys are equal across machines that run the same code and config;
+  ``libraries``: those whose behaviour decides the output's content, not every transitive
+  dependency, so that an unrelated upgrade does not retrain a model), without a local build
+  label (``torch 2.13.0+cpu`` and ``+cu128`` agree), so keys are equal across machines that
+  run the same code and config;
 - **files**: the SHA-256 of data files the stage reads (the language-ID model);
 - **version**: the stage's manual ``code_version``, still there to force a rebuild.
 """
@@ -120,12 +123,20 @@ def _strip_docstrings(tree: ast.Module) -> ast.Module:
     return tree
 
 
+@lru_cache(maxsize=None)
+def _module_digest(name: str) -> str:
+    """Hash of the module's code re-written from its syntax tree (``ast.unparse``): comments,
+    docstrings and layout are gone, and unlike ``ast.dump`` the text is the same on every
+    Python version that parses the code (3.12 adds fields to the dumped tree)."""
+    tree = _strip_docstrings(ast.parse(module_path(name).read_text(encoding="utf-8")))
+    return hashlib.sha256(ast.unparse(tree).encode()).hexdigest()
+
+
 def source_digest(modules: Iterable[str]) -> str:
     """Hash of the modules' code: names and syntax trees, without docstrings, comments or layout."""
     digest = hashlib.sha256()
     for name in sorted(modules):
-        tree = _strip_docstrings(ast.parse(module_path(name).read_text(encoding="utf-8")))
-        digest.update(f"{name}\n{ast.dump(tree)}\n".encode())
+        digest.update(f"{name}\n{_module_digest(name)}\n".encode())
     return digest.hexdigest()[:16]
 
 

@@ -1,10 +1,11 @@
 """Housekeeping: remove stage outputs no run needs any more, and leftovers of dead runs.
 
 - An **output** (``<data_root>/<stage>/<key>/``) is collected when none of the last
-  ``keep_runs`` recorded pipeline runs (llm_core.runs) used it and it is older than
-  ``min_age_s``. A run in progress has written its record at its start, so its outputs
-  are kept. With no run recorded at all nothing is known to be in use, and no output is
-  collected.
+  ``keep_runs`` recorded pipeline runs (llm_core.runs) used it, no run in progress uses it
+  (a ``running`` record whose process is alive on this host, or, from another host, that
+  was updated within ``stale_run_s``), it is older than ``min_age_s``, and no kept output
+  was built from it (the ``inputs`` in a kept output's ``stats.json``, followed upstream).
+  With no run recorded at all nothing is known to be in use, and no output is collected.
 - A **temporary directory** (``.tmp-<key>-<host>-<pid>-*``, a build that never finished)
   is collected when its process is known dead (same host) or, from any host, when nothing
   in it has changed for ``tmp_min_age_s`` (a live build keeps writing); a live process of
@@ -12,6 +13,9 @@
   ``_SUCCESS`` (debris of an older crash) is treated the same way.
 
 Nothing is removed unless ``apply`` is called: ``llmpipe gc`` is a dry run by default.
+``apply_gc`` reads the run records again before each removal and skips what became in use
+since the plan, and renames an output aside under its build lock, so a reader sees it
+whole or not at all.
 Lock files (``.<key>.lock``, a few bytes) are left: removing one that a waiting run has
 open would let two runs build the same output.
 """
@@ -26,8 +30,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import json
+from datetime import datetime
+
+from filelock import FileLock, Timeout
+
+from llm_core.locks import lock_path
 from llm_core.runs import recorded_runs
-from llm_core.storage import SUCCESS_MARKER, is_complete, process_alive
+from llm_core.storage import STATS_FILE, SUCCESS_MARKER, is_complete, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +56,46 @@ class GcPlan:
     kept_outputs: int = 0
     runs_considered: int = 0
     note: str | None = None
+    # What "in use" meant for this plan; apply_gc checks it again with the same settings.
+    keep_runs: int = 5
+    stale_run_s: float = 7 * 86400.0
 
     @property
     def bytes(self) -> int:
         return sum(r.bytes for r in self.removals)
+
+
+WEEK_S = 7 * 86400
+
+
+def run_in_progress(record: dict, now: float, stale_run_s: float) -> bool:
+    """A ``running`` record whose run may still be going: its process is alive (this host),
+    or it was updated recently (another host, whose processes we cannot see)."""
+    if record.get("state") != "running":
+        return False
+    if record.get("host") == socket.gethostname() and isinstance(record.get("pid"), int):
+        return process_alive(record["pid"])
+    try:
+        updated = datetime.fromisoformat(record["updated_at"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return True  # unreadable: keep what it names
+    return now - updated < stale_run_s
+
+
+def outputs_in_use(data_root: Path, keep_runs: int, stale_run_s: float, now: float) -> tuple[set[Path], int]:
+    """Outputs the last ``keep_runs`` runs used or a run in progress uses; and how many runs that is."""
+    records = recorded_runs(data_root)
+    chosen = [r for i, r in enumerate(records) if i < keep_runs or run_in_progress(r, now, stale_run_s)]
+    return {Path(p).resolve() for r in chosen for p in r.get("outputs", {}).values()}, len(chosen)
+
+
+def input_paths(output: Path) -> list[Path]:
+    """The outputs this one was built from (its ``stats.json`` names their stages and keys)."""
+    try:
+        inputs = json.loads((output / STATS_FILE).read_text()).get("inputs", {})
+    except (OSError, ValueError):
+        return []
+    return [(output.parent.parent / stage / key).resolve() for stage, key in inputs.items()]
 
 
 def tree_size(path: Path) -> int:
@@ -83,16 +129,17 @@ def _tmp_removal(path: Path, key: str, now: float, tmp_min_age_s: float) -> Remo
 
 
 def plan_gc(data_root: Path, stages: tuple[str, ...], keep_runs: int = 5, min_age_s: float = 3600.0,
-            tmp_min_age_s: float = 86400.0, now: float | None = None) -> GcPlan:
+            tmp_min_age_s: float = 86400.0, stale_run_s: float = WEEK_S, now: float | None = None) -> GcPlan:
     """What ``apply_gc`` would remove under ``data_root``; removes nothing."""
     now = time.time() if now is None else now
     data_root = Path(data_root)
-    records = recorded_runs(data_root)[:keep_runs] if keep_runs > 0 else []
-    in_use = {Path(p).resolve() for r in records for p in r.get("outputs", {}).values()}
-    plan = GcPlan(runs_considered=len(records))
-    if not records:
+    in_use, runs_considered = outputs_in_use(data_root, keep_runs, stale_run_s, now)
+    plan = GcPlan(runs_considered=runs_considered, keep_runs=keep_runs, stale_run_s=stale_run_s)
+    if not runs_considered:
         plan.note = (f"no pipeline run is recorded under {data_root / 'runs'} (or keep_runs is 0): "
                      "nothing is known to be in use, so no output is removed")
+    candidates: dict[Path, Removal] = {}
+    kept: list[Path] = []
     for stage in stages:
         stage_dir = data_root / stage
         if not stage_dir.is_dir():
@@ -107,33 +154,51 @@ def plan_gc(data_root: Path, stages: tuple[str, ...], keep_runs: int = 5, min_ag
                 idle = now - last_change(path)
                 removal = (Removal(path, "debris", f"no {SUCCESS_MARKER}, untouched for {idle / 3600:.1f} h",
                                    tree_size(path)) if idle > tmp_min_age_s else None)
-            elif not records or path.resolve() in in_use:
-                plan.kept_outputs += 1
+            elif not runs_considered or path.resolve() in in_use:
                 removal = None
+                kept.append(path.resolve())
             else:
                 age = now - (path / SUCCESS_MARKER).stat().st_mtime
                 if age > min_age_s:
-                    removal = Removal(path, "output", f"not used by the last {len(records)} run(s), "
-                                      f"built {age / 86400:.1f} days ago", tree_size(path))
-                else:
-                    plan.kept_outputs += 1
-                    removal = None
+                    removal = Removal(path, "output", f"not used by the last {keep_runs} run(s) nor one in "
+                                      f"progress, built {age / 86400:.1f} days ago", 0)
+                    candidates[path.resolve()] = removal
+                    continue
+                removal = None
+                kept.append(path.resolve())
             if removal:
                 plan.removals.append(removal)
+    while kept:  # what a kept output was built from is kept too, all the way upstream
+        for source in input_paths(kept.pop()):
+            if candidates.pop(source, None) is not None:
+                kept.append(source)
+    plan.kept_outputs = sum(1 for s in stages if (data_root / s).is_dir()
+                            for p in (data_root / s).iterdir() if p.is_dir() and is_complete(p)) - len(candidates)
+    plan.removals.extend(Removal(r.path, r.kind, r.reason, tree_size(r.path)) for r in candidates.values())
     return plan
 
 
 def apply_gc(plan: GcPlan) -> int:
-    """Remove what ``plan`` lists; returns the bytes freed. An output is first renamed aside,
-    so a reader never sees it half deleted (it is either complete or gone)."""
+    """Remove what ``plan`` lists, except what a run started since the plan now uses; returns
+    the bytes freed. An output is renamed aside under its build lock first, so a reader sees
+    it whole or not at all, and no run is building it meanwhile."""
     freed = 0
     for removal in plan.removals:
         if not removal.path.exists():
             continue
         target = removal.path
         if removal.kind == "output":
+            in_use, _ = outputs_in_use(removal.path.parent.parent, plan.keep_runs, plan.stale_run_s, time.time())
+            if removal.path.resolve() in in_use:
+                log.info("keeping %s: a run started since the plan uses it", removal.path)
+                continue
             target = removal.path.with_name(f".gc-{removal.path.name}-{os.getpid()}")
-            os.rename(removal.path, target)
+            try:
+                with FileLock(lock_path(removal.path), timeout=0):
+                    os.rename(removal.path, target)
+            except Timeout:
+                log.info("keeping %s: a run holds its lock", removal.path)
+                continue
         shutil.rmtree(target, ignore_errors=True)
         log.info("removed %s (%s)", removal.path, removal.reason)
         freed += removal.bytes

@@ -41,3 +41,14 @@ def output_lock(output: Path, poll_s: float = WAIT_LOG_S) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def wait_while_building(output: Path, poll_s: float = WAIT_LOG_S) -> None:
+    """Return once no other process holds ``output``'s build lock (at once if none does).
+
+    The orchestrator calls this before starting a stage's task, so that time spent waiting
+    for another run's build does not count against this run's stage timeout."""
+    if not lock_path(output).exists():
+        return
+    with output_lock(output, poll_s):
+        pass

@@ -1,15 +1,17 @@
 """The record of pipeline runs: which outputs each run used.
 
 Every pipeline run writes ``<data_root>/runs/<started>-<run id>.json`` when it starts
-(with every output it is going to use: their keys are known before anything runs) and
-again when it ends (with each stage's status). ``llmpipe gc`` keeps what the last runs
-used; a run in progress is the newest record, so its outputs are never collected.
+(with every output it is going to use: their keys are known before anything runs), after
+each stage and when it ends (``state``: running, completed, failed; the host and process
+that run it). ``llmpipe gc`` keeps what the last runs used and everything a run still in
+progress uses, however many runs started since.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ def record_run(data_root: Path, run_id: str, started_at: datetime, outputs: dict
     path = directory / f"{started_at.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{run_id}.json"
     record = {
         "run_id": run_id, "name": name, "started_at": started_at.isoformat(), "state": state,
-        "updated_at": datetime.now(timezone.utc).isoformat(),
+        "updated_at": datetime.now(timezone.utc).isoformat(), "host": socket.gethostname(), "pid": os.getpid(),
         "outputs": {stage: str(p) for stage, p in outputs.items()}, "status": status or {},
     }
     write_atomically(path, json.dumps(record, indent=2))

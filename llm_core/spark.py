@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from contextlib import suppress
 
 from pydantic import Field
 
@@ -45,9 +46,35 @@ def get_spark(config: SparkConfig):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    forget_dead_session()
     builder = SparkSession.builder.master(config.master).appName(config.app_name)
     for key, value in {**_DEFAULTS, **config.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def forget_dead_session() -> None:
+    """Drop this process's SparkSession if its JVM is gone (killed, out of memory).
+
+    ``getOrCreate`` would hand back the dead session, so a retried filter task in the same
+    process would fail the same way; with the session forgotten, the retry starts a new JVM."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    session = SparkSession._instantiatedSession
+    if session is None:
+        return
+    try:
+        session.sparkContext._jsc.sc().isStopped()
+        return  # the JVM answers
+    except Exception:  # noqa: BLE001 (Py4JError, ConnectionError...: whatever a dead gateway raises)
+        pass
+    with suppress(Exception):
+        session.stop()
+    SparkSession._instantiatedSession = None
+    SparkSession._activeSession = None
+    SparkContext._active_spark_context = None
+    SparkContext._gateway = None
+    SparkContext._jvm = None

@@ -23,6 +23,7 @@ from prefect.tasks import exponential_backoff
 
 from llm_core.config import PipelineConfig, TaskSettings
 from llm_core.errors import is_transient
+from llm_core.locks import wait_while_building
 from llm_core.stages import get_stage, run_stage
 from llm_core.storage import StageOutput, is_complete, output_dir
 
@@ -101,7 +102,9 @@ def run_stage_task(stage_task_: Task, config: PipelineConfig, inputs: StageInput
     the output already built (Prefect's cache had been wiped, or another run built it
     meanwhile); ``ran``: the stage did its work."""
     settings: TaskSettings = getattr(config.tasks, stage_task_.name)
-    fresh = not is_complete(expected_output(stage_task_.name, config, inputs))
+    expected = expected_output(stage_task_.name, config, inputs)
+    wait_while_building(expected)  # another run's build: waited for here, outside this task's timeout
+    fresh = not is_complete(expected)
     runnable = configured(stage_task_, settings, results_storage(config)).with_options(refresh_cache=fresh)
     state = runnable(config, inputs, return_state=True)
     output = state.result()  # raises the stage's error if it failed

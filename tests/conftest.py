@@ -132,6 +132,8 @@ class Site:
             return b"<html><body>must never be fetched</body></html>", "text/html", 200
         if path == "/latin1.html":
             return LATIN1_PAGE, "text/html; charset=iso-8859-1", 200
+        if path == "/busy.html":  # a server overloaded for a moment
+            return b"try again later", "text/plain", 503
         if path == "/huge.html":
             return b"<html><body>" + b"<p>word </p>" * 400_000 + b"</body></html>", "text/html", 200
         return b"not found", "text/plain", 404

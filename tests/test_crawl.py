@@ -98,3 +98,9 @@ def test_a_seed_that_is_not_found_says_so(site, tmp_path):
     with pytest.raises(StageError, match=r"kept no document \(pages skipped, by reason: http_404=1\)") as info:
         crawl(CrawlConfig(seeds=[site.url + "missing.html"]), tmp_path)
     assert not info.value.retryable
+
+
+def test_a_seed_answering_503_is_worth_a_retry(site, tmp_path):
+    with pytest.raises(StageError, match=r"kept no document \(pages skipped, by reason: http_503=1\)") as info:
+        crawl(CrawlConfig(seeds=[site.url + "busy.html"]), tmp_path)
+    assert info.value.retryable, "a site down for a moment may answer the scheduled run's retry"

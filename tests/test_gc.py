@@ -11,7 +11,7 @@ from pathlib import Path
 from llm_core.config import STAGES, DedupeConfig
 from llm_core.gc import apply_gc, plan_gc
 from llm_core.runs import record_run
-from llm_core.storage import materialize
+from llm_core.storage import load_output, materialize
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = 86400
@@ -48,7 +48,8 @@ def test_gc_keeps_what_recent_runs_used_and_removes_the_rest(tmp_path):
     age(other_host_stale, 2 * DAY)
 
     plan = plan_gc(root, STAGES, keep_runs=1, min_age_s=3600, tmp_min_age_s=DAY)
-    assert {(r.kind, r.path) for r in plan.removals} == {("output", old), ("tmp", orphan), ("tmp", other_host_stale)}
+    assert sorted((r.kind, str(r.path)) for r in plan.removals) == sorted(
+        [("output", str(old)), ("tmp", str(orphan)), ("tmp", str(other_host_stale))])
     assert plan.kept_outputs == 2  # recent: used by the last run; fresh: built within the hour
     assert all(p.exists() for p in (old, orphan, other_host_stale)), "planning removes nothing"
 
@@ -85,3 +86,29 @@ def test_llmpipe_gc_is_a_dry_run_unless_told(tmp_path):
     assert applied.returncode == 0, applied.stderr
     assert "removed 1" in applied.stdout and not old.exists()
     assert gc("--older-than", "soon").returncode == 1
+
+
+def test_gc_keeps_what_a_run_in_progress_uses_and_what_kept_outputs_were_built_from(tmp_path):
+    """A long run in progress is kept however many runs started since; an input of a kept output is kept."""
+    root = tmp_path / "data"
+    crawl_like = built(root, 0.5)
+    long_run = built(root, 0.6)
+    downstream = materialize(root, "filter", DedupeConfig(), [load_output("dedupe", crawl_like.name, crawl_like)],
+                             "1", lambda d: {})
+    for path in (crawl_like, long_run, downstream.path):
+        age(path, 3 * DAY)
+    now = datetime.now(timezone.utc)
+    record_run(root, "long", now - timedelta(days=3), {"dedupe": long_run}, state="running")  # this process: alive
+    for i in range(3):
+        record_run(root, f"later-{i}", now - timedelta(hours=i + 1), {}, state="completed")
+    record_run(root, "newest", now, {"filter": downstream.path}, state="completed")
+    plan = plan_gc(root, STAGES, keep_runs=1, min_age_s=3600)
+    assert plan.removals == [], [r.path for r in plan.removals]
+    assert plan.kept_outputs == 3
+
+    # The run dies without updating its record: after its process is gone, its outputs are free.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    record = next((root / "runs").glob("*-long.json"))
+    record.write_text(record.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {dead.pid}'))
+    assert [r.path for r in plan_gc(root, STAGES, keep_runs=1, min_age_s=3600).removals] == [long_run]

@@ -71,3 +71,43 @@ def test_stage_tasks_in_pipeline_order_with_retries_from_the_config():
     train = configured(STAGE_TASKS[4], TaskSettings(retries=3, retry_delay_s=5, timeout_s=600), "/tmp/results")
     assert (train.retries, train.timeout_seconds) == (3, 600)
     assert train.retry_delay_seconds == [5, 10, 20]
+
+
+def test_waiting_for_another_runs_build_does_not_count_against_the_timeout(prefect_api, tmp_path):
+    """Another run holds the crawl's build lock for longer than this run's crawl timeout, then
+    publishes the output: this run waits for it and reuses it instead of timing out."""
+    import json
+    import threading
+
+    from filelock import FileLock
+
+    from llm_core.config import parse_config
+    from llm_core.locks import lock_path
+    from tasks import TASKS_BY_STAGE
+    from tasks.common import expected_output, run_stage_task
+
+    config = parse_config({"project": {"data_root": str(tmp_path / "data")}, "crawl": {"seeds": ["http://127.0.0.1:9/"]},
+                           "tasks": {"crawl": {"timeout_s": 1, "retries": 0}}}).for_run()
+    output = expected_output("crawl", config, {})
+    output.parent.mkdir(parents=True)
+    holding = threading.Event()
+
+    def other_run():
+        with FileLock(lock_path(output)):
+            holding.set()
+            time.sleep(4)
+            output.mkdir()
+            (output / "stats.json").write_text(json.dumps({"docs_out": 3}))
+            (output / "_SUCCESS").write_text("done")
+
+    builder = threading.Thread(target=other_run)
+    builder.start()
+    holding.wait(10)
+
+    @flow
+    def run():
+        return run_stage_task(TASKS_BY_STAGE["crawl"], config, {})
+
+    out, status = run()
+    builder.join()
+    assert status == "reused" and out.stats["docs_out"] == 3

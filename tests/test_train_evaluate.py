@@ -159,6 +159,56 @@ def test_a_run_past_its_timeout_stops_its_processes(shards, tmp_path):
     assert raised - fired[0] < 30, "stopped within the grace period"
 
 
+def test_training_dies_with_a_killed_orchestrator(shards, tmp_path):
+    """SIGKILL the process that launched training (no cleanup code runs there): torchrun and
+    its workers must not train on, holding the accelerator and racing the retry. The workers
+    log nothing meanwhile (a huge log_every), so no broken pipe would stop them either."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out = tmp_path / "train"
+    out.mkdir()
+    launch = ("import sys; from pathlib import Path; from llm_core.train import train; "
+              "from llm_core.train.config import TrainConfig, ModelConfig; "
+              "train(TrainConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32), max_steps=100000, "
+              "log_every=100000, micro_batch_size=2, grad_accum_steps=1, warmup_steps=1), "
+              "Path(sys.argv[1]), Path(sys.argv[2]))")
+    orchestrator = subprocess.Popen([sys.executable, "-c", launch, str(shards / SHARDS_DIR), str(out)])
+
+    def workers():
+        found = []
+        for p in psutil.Process(orchestrator.pid).children(recursive=True):
+            try:
+                if "llm_core.train.worker" in " ".join(p.cmdline()) and "torch.distributed.run" not in p.cmdline():
+                    found.append(p)
+            except psutil.Error:
+                pass
+        return found
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not workers():
+        time.sleep(0.2)
+    # Training under way: DeepSpeed's start-up messages are over (a write to the dead
+    # orchestrator's pipe would end the workers by itself, hiding what is tested).
+    log, size, quiet_since = out / "train.log", -1, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < 6:
+        time.sleep(0.5)
+        if log.stat().st_size != size:
+            size, quiet_since = log.stat().st_size, time.monotonic()
+    family = psutil.Process(orchestrator.pid).children(recursive=True)
+    assert any("llm_core.train.worker" in " ".join(p.cmdline()) for p in family), "training never started"
+    orchestrator.send_signal(signal.SIGKILL)
+    orchestrator.wait()
+    _, alive = psutil.wait_procs(family, timeout=40)
+    for p in alive:
+        p.kill()
+    assert not alive, f"training outlived its orchestrator: {alive}"
+
+
 def test_which_training_failures_are_transient():
     raised = ("[rank0]: IndexError: index out of range in self\n"
               "  exitcode  : 1 (pid: 4663)\n  traceback : Traceback (most recent call last):")
@@ -175,6 +225,13 @@ def test_which_training_failures_are_transient():
                                    "remote process exited or there was a network error\nncclRemoteError: ...")
     assert not failure_is_transient(1, "torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp:1970, "
                                        "invalid usage\nncclInvalidUsage: This usually reflects invalid usage")
+    # A bug on rank 0 makes rank 1 lose its peer: torchrun's root cause (rank 0's) decides.
+    bug_with_peer_fallout = ("[rank1]: RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] "
+                             "Connection closed by peer [127.0.0.1]:29500\n"
+                             "Root Cause (first observed failure):\n[0]:\n  rank      : 0 (local_rank: 0)\n"
+                             "  exitcode  : 1 (pid: 4663)\n  traceback : Traceback (most recent call last):\n"
+                             "  IndexError: index out of range in self")
+    assert not failure_is_transient(1, bug_with_peer_fallout)
 
 
 def test_too_little_data_for_one_window_is_a_clear_error(shards, tmp_path):

@@ -6,7 +6,9 @@ from llm_core.stage import Stage
 STAGE = Stage(
     "crawl", package=__name__, inputs=(),
     build=lambda config, inputs, out: crawl(config.crawl, out),
-    libraries=("trafilatura", "courlan", "protego", "warcio", "httpx", "beautifulsoup4", "lxml"),
+    # trafilatura's own extraction helpers (justext, htmldate, charset-normalizer) shape the text too.
+    libraries=("trafilatura", "justext", "htmldate", "charset-normalizer", "courlan", "protego", "warcio", "httpx",
+               "beautifulsoup4", "lxml"),
 )
 
 __all__ = ["STAGE", "WARC_FILE", "crawl"]

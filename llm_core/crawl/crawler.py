@@ -46,8 +46,12 @@ class PageTimeout(Exception):
     """The page took longer than ``timeout_s`` in all (httpx's timeout is per socket read)."""
 
 
-# Skip reasons that mean "the server could not be reached", which may pass: worth a retry.
-TRANSIENT_SKIPS = {"fetch_error", "host_unavailable", "timeout"}
+# Skip reasons that mean "the server could not be reached or is overloaded", which may pass: worth a retry.
+TRANSIENT_SKIPS = {"fetch_error", "host_unavailable", "timeout", "http_429"}
+
+
+def is_transient_skip(reason: str) -> bool:
+    return reason in TRANSIENT_SKIPS or (reason.startswith("http_5") and len(reason) == 8)
 
 
 @dataclass
@@ -162,6 +166,11 @@ class Crawler:
         return documents
 
 
+def all_transient(skipped: dict[str, int]) -> bool:
+    """Every page was lost to a failure that may pass (unreachable, timed out, 5xx, 429)."""
+    return bool(skipped) and all(is_transient_skip(reason) for reason in skipped)
+
+
 def crawl(config: CrawlConfig, out_dir: Path) -> dict[str, Any]:
     """Crawl from ``config.seeds``; write ``pages.warc.gz`` and ``docs/`` into ``out_dir``; return stats."""
     if not config.seeds:
@@ -179,12 +188,14 @@ def crawl(config: CrawlConfig, out_dir: Path) -> dict[str, Any]:
         detail = "; ".join(stats.errors[:5]) or skipped
         raise StageError(
             STAGE, f"none of the {len(config.seeds)} seed URL(s) could be fetched ({detail}); check crawl.seeds "
-            "and that the site is up", retryable=bool(stats.skipped) and set(stats.skipped) <= TRANSIENT_SKIPS,
+            "and that the site is up", retryable=all_transient(stats.skipped),
         )
     if not documents:
+        # A seed answering 503 or 429 (a site down for a moment) may answer next time: worth a retry.
         raise StageError(
             STAGE, f"fetched {stats.fetched} page(s) but kept no document (pages skipped, by reason: {skipped}); "
             f"check crawl.seeds, or lower crawl.min_text_chars ({config.min_text_chars})",
+            retryable=all_transient(stats.skipped),
         )
     write_documents(pa.Table.from_pylist(documents, schema=DOCUMENT_SCHEMA), out_dir / DOCS_DIR)
     return {

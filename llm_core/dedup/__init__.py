@@ -7,7 +7,8 @@ from llm_core.stage import Stage
 STAGE = Stage(
     "dedupe", package=__name__, inputs=("crawl",),
     build=lambda config, inputs, out: dedupe(config.dedupe, inputs["crawl"].file(DOCS_DIR), out),
-    libraries=("datasketch",),
+    # datasketch draws its MinHash permutations with numpy's random generator.
+    libraries=("datasketch", "numpy"),
 )
 
 __all__ = ["STAGE", "dedupe"]

@@ -11,6 +11,8 @@ timeout, Ctrl-C) takes its worker processes down with it (:func:`stop_workers`).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -35,6 +37,7 @@ from llm_core.train.worker import METRICS_FILE, MODEL_FILE, TRAIN_STATS_FILE
 STAGE = "train"
 log = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_GRACE_S = 20  # after SIGTERM, how long torchrun and its workers get to exit before SIGKILL
 OUTPUT_TAIL_LINES = 400  # torchrun's output kept to classify a failure and show it
 
@@ -79,11 +82,16 @@ def failure_is_transient(returncode: int, output: str) -> bool:
     or gloo connection lost, a collective timed out). Not transient: a Python exception in a
     worker (exit code 1 with a traceback) — the same bug, or the same bad data, fails again.
 
-    A bug on one rank makes its peers see a closed connection too; torchrun then reports
-    them all and this says transient: the orchestrator's bounded retries pay for that.
+    Only the first observed failure counts when torchrun names it (its "Root Cause" block): a
+    bug on one rank makes its peers report a closed connection, which must not make the bug
+    look like a network failure.
     """
     if returncode < 0:
         return True
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Root Cause (first observed failure)")]
+    if starts:
+        output = "\n".join(lines[starts[-1]:])
     return bool(WORKER_KILLED.search(output)) or any(marker in output for marker in TRANSIENT_MARKERS)
 
 
@@ -141,6 +149,17 @@ def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
             pass
 
 
+def stop_with_parent() -> None:
+    """Run in torchrun's process before it starts: SIGTERM it when its parent dies.
+
+    Its own session keeps it out of the caller's signals, so without this an orchestrator
+    killed outright (SIGKILL, the OOM killer) would leave it training on, holding the GPU
+    and racing the retry. Linux only (``prctl(PR_SET_PDEATHSIG)``); the signal follows the
+    death of the thread that started torchrun, which is the one waiting on it here."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def run_workers(command: list[str], env: dict[str, str], log_path: Path) -> tuple[int, list[str]]:
     """Run ``torchrun``, copy its output to ``log_path``; return its exit code and last lines.
 
@@ -151,7 +170,8 @@ def run_workers(command: list[str], env: dict[str, str], log_path: Path) -> tupl
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", bufsize=1, start_new_session=True)
+                                errors="replace", bufsize=1, start_new_session=True,
+                                preexec_fn=stop_with_parent if sys.platform == "linux" else None)
         try:
             for line in proc.stdout:
                 log_file.write(line)
