@@ -89,8 +89,10 @@ def gc(config: PipelineConfig, keep_runs: int, older_than: str, tmp_older_than: 
         if plan.removals:
             print("dry run: nothing removed; add --apply to remove these")
         return
-    freed = apply_gc(plan)
-    print(f"removed {len(plan.removals)}, freed {freed / 2**20:.1f} MiB")
+    removed, freed = apply_gc(plan)
+    skipped = len(plan.removals) - removed
+    print(f"removed {removed}, freed {freed / 2**20:.1f} MiB"
+          + (f"; kept {skipped} that came into use since the plan" if skipped else ""))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from llm_core.crawl.config import CrawlConfig
 from llm_core.dedup.config import DedupeConfig
@@ -63,15 +63,29 @@ class TaskSettings(Section):
     timeout_s: float | None = Field(None, gt=0)
 
 
+# Stages whose failures are often transient (the network, a Spark executor, a killed worker).
+DEFAULT_RETRIES = {"crawl": 2, "filter": 2, "train": 1}
+
+
 class TasksConfig(Section):
     """Per-stage retries and timeouts (``tasks.train.timeout_s: 7200``)."""
 
-    crawl: TaskSettings = TaskSettings(retries=2)
+    crawl: TaskSettings = TaskSettings(retries=DEFAULT_RETRIES["crawl"])
     dedupe: TaskSettings = TaskSettings()
-    filter: TaskSettings = TaskSettings(retries=2)
+    filter: TaskSettings = TaskSettings(retries=DEFAULT_RETRIES["filter"])
     tokenizer: TaskSettings = TaskSettings()
-    train: TaskSettings = TaskSettings(retries=1)
+    train: TaskSettings = TaskSettings(retries=DEFAULT_RETRIES["train"])
     evaluate: TaskSettings = TaskSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_stage_defaults(cls, data: Any) -> Any:
+        """``tasks.train.timeout_s: 7200`` keeps train's default retries rather than 0."""
+        if isinstance(data, dict):
+            data = {stage: ({"retries": DEFAULT_RETRIES[stage], **given}
+                            if stage in DEFAULT_RETRIES and isinstance(given, dict) else given)
+                    for stage, given in data.items()}
+        return data
 
 
 class PipelineConfig(Section):

@@ -8,8 +8,8 @@ reads gives a new key, with nobody remembering to bump a constant:
   (read statically with ``ast``, so nothing is imported to compute it; parent packages
   count, as Python runs them; imports under ``if TYPE_CHECKING:`` do not). Each module is
   hashed as its syntax tree without docstrings: comments, docstrings and formatting do not
-  change a key, any change to what the code does does; the text hashed is the tree written
-  back out (``ast.unparse``), the same on Python 3.11 and 3.12. Orchestration modules that never
+  change a key, any change to what the code does does; the tree is hashed in a text that
+  is the same on Python 3.11, 3.12 and 3.13 (:func:`canonical_tree`). Orchestration modules that never
   shape an output's content (:data:`ORCHESTRATION_MODULES`) are left out, so fixing an
   error message or the storage layer does not rebuild every dataset;
 - **libraries**: the installed versions of the distributions the stage declares (its
@@ -123,13 +123,27 @@ def _strip_docstrings(tree: ast.Module) -> ast.Module:
     return tree
 
 
+def canonical_tree(node: Any) -> str:
+    """A text of the syntax tree that is the same on every Python version that parses it.
+
+    ``ast.dump`` and ``ast.unparse`` are not: 3.12 adds empty ``type_params`` to every
+    function and writes f-strings with other quotes. Fields that are absent or empty are
+    left out, so a field a newer Python adds with nothing in it changes nothing."""
+    if isinstance(node, ast.AST):
+        fields = ((name, getattr(node, name, None)) for name in node._fields)
+        parts = (f"{name}={canonical_tree(value)}" for name, value in fields if value is not None and value != [])
+        return f"{type(node).__name__}({', '.join(parts)})"
+    if isinstance(node, list):
+        return f"[{', '.join(canonical_tree(item) for item in node)}]"
+    return repr(node)
+
+
 @lru_cache(maxsize=None)
 def _module_digest(name: str) -> str:
-    """Hash of the module's code re-written from its syntax tree (``ast.unparse``): comments,
-    docstrings and layout are gone, and unlike ``ast.dump`` the text is the same on every
-    Python version that parses the code (3.12 adds fields to the dumped tree)."""
+    """Hash of the module's code: its syntax tree without docstrings (so comments,
+    docstrings and layout do not count), in :func:`canonical_tree`'s version-neutral text."""
     tree = _strip_docstrings(ast.parse(module_path(name).read_text(encoding="utf-8")))
-    return hashlib.sha256(ast.unparse(tree).encode()).hexdigest()
+    return hashlib.sha256(canonical_tree(tree).encode()).hexdigest()
 
 
 def source_digest(modules: Iterable[str]) -> str:

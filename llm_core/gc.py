@@ -178,28 +178,39 @@ def plan_gc(data_root: Path, stages: tuple[str, ...], keep_runs: int = 5, min_ag
     return plan
 
 
-def apply_gc(plan: GcPlan) -> int:
-    """Remove what ``plan`` lists, except what a run started since the plan now uses; returns
-    the bytes freed. An output is renamed aside under its build lock first, so a reader sees
-    it whole or not at all, and no run is building it meanwhile."""
-    freed = 0
+def apply_gc(plan: GcPlan) -> tuple[int, int]:
+    """Remove what ``plan`` lists, except what changed since the plan; returns (removed, bytes).
+
+    An output or a debris directory is checked again under its build lock (an output a run
+    started since now uses is kept; debris a run has since replaced by a complete output is
+    kept) and renamed aside before it is deleted, so a reader sees it whole or not at all."""
+    removed = freed = 0
     for removal in plan.removals:
         if not removal.path.exists():
             continue
         target = removal.path
-        if removal.kind == "output":
-            in_use, _ = outputs_in_use(removal.path.parent.parent, plan.keep_runs, plan.stale_run_s, time.time())
-            if removal.path.resolve() in in_use:
-                log.info("keeping %s: a run started since the plan uses it", removal.path)
-                continue
+        if removal.kind in ("output", "debris"):
             target = removal.path.with_name(f".gc-{removal.path.name}-{os.getpid()}")
             try:
                 with FileLock(lock_path(removal.path), timeout=0):
+                    if not _still_removable(removal, plan):
+                        continue
                     os.rename(removal.path, target)
             except Timeout:
                 log.info("keeping %s: a run holds its lock", removal.path)
                 continue
         shutil.rmtree(target, ignore_errors=True)
         log.info("removed %s (%s)", removal.path, removal.reason)
+        removed += 1
         freed += removal.bytes
-    return freed
+    return removed, freed
+
+
+def _still_removable(removal: Removal, plan: GcPlan) -> bool:
+    if removal.kind == "debris":
+        return not is_complete(removal.path)
+    in_use, _ = outputs_in_use(removal.path.parent.parent, plan.keep_runs, plan.stale_run_s, time.time())
+    if removal.path.resolve() in in_use:
+        log.info("keeping %s: a run started since the plan uses it", removal.path)
+        return False
+    return True

@@ -56,7 +56,8 @@ def get_spark(config: SparkConfig):
 
 
 def forget_dead_session() -> None:
-    """Drop this process's SparkSession if its JVM is gone (killed, out of memory).
+    """Drop this process's SparkSession if its JVM is gone (killed, out of memory) or its
+    context was stopped.
 
     ``getOrCreate`` would hand back the dead session, so a retried filter task in the same
     process would fail the same way; with the session forgotten, the retry starts a new JVM."""
@@ -67,8 +68,8 @@ def forget_dead_session() -> None:
     if session is None:
         return
     try:
-        session.sparkContext._jsc.sc().isStopped()
-        return  # the JVM answers
+        if not session.sparkContext._jsc.sc().isStopped():
+            return  # the JVM answers and its context runs
     except Exception:  # noqa: BLE001 (Py4JError, ConnectionError...: whatever a dead gateway raises)
         pass
     with suppress(Exception):

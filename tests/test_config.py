@@ -85,3 +85,11 @@ def test_inconsistent_ranges_are_rejected():
         parse_config({"filter": {"min_mean_word_length": 9, "max_mean_word_length": 3}})
     with pytest.raises(ConfigError, match=r"offload_optimizer needs zero_stage"):
         parse_config({"train": {"zero_stage": 0, "offload_optimizer": True}})
+
+
+def test_setting_one_task_option_keeps_the_stage_defaults():
+    tasks = parse_config({"tasks": {"train": {"timeout_s": 7200}, "crawl": {"retries": 0}}}).tasks
+    assert (tasks.train.retries, tasks.train.timeout_s) == (1, 7200)
+    assert tasks.crawl.retries == 0 and tasks.filter.retries == 2 and tasks.dedupe.retries == 0
+    with pytest.raises(ConfigError, match=r"tasks\.train\.timeout_s"):
+        parse_config({"tasks": {"train": {"timeout_s": -1}}})

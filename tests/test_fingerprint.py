@@ -89,3 +89,40 @@ def test_a_manual_bump_still_changes_the_key():
 @pytest.mark.parametrize("stage", list(STAGES_BY_NAME))
 def test_each_stage_declares_installed_libraries(stage):
     assert all(v != "absent" for v in STAGES_BY_NAME[stage].fingerprint()["libraries"].values())
+
+
+DIGEST_OF_ALL_MODULES = """
+import importlib.util, pathlib, sys
+spec = importlib.util.spec_from_file_location("fp", "llm_core/fingerprint.py")
+fp = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fp)
+names = sorted(p.with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
+               for p in pathlib.Path("llm_core").rglob("*.py"))
+print(fp.source_digest(names))
+"""
+
+
+def other_pythons() -> list[str]:
+    """Interpreters of other minor versions on this machine (pyenv's, or on PATH)."""
+    import glob
+
+    found = {}
+    for candidate in [*glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3")),
+                      *(shutil.which(f"python3.{minor}") or "" for minor in (12, 13, 14))]:
+        if not candidate:
+            continue
+        probe = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                               text=True)
+        if probe.returncode == 0 and probe.stdout.strip() != str(sys.version_info[:2]):
+            found.setdefault(probe.stdout.strip(), candidate)
+    return list(found.values())
+
+
+def test_keys_are_the_same_on_other_python_versions():
+    """``pyproject.toml`` admits 3.11 and 3.12: their syntax trees print differently, the digest must not."""
+    pythons = other_pythons()
+    if not pythons:
+        pytest.skip("no other Python 3.12+ interpreter on this machine")
+    digests = {python: subprocess.run([python, "-c", DIGEST_OF_ALL_MODULES], cwd=REPO, capture_output=True,
+                                      text=True, check=True).stdout.strip() for python in [sys.executable, *pythons]}
+    assert len(set(digests.values())) == 1, digests

@@ -53,7 +53,8 @@ def test_gc_keeps_what_recent_runs_used_and_removes_the_rest(tmp_path):
     assert plan.kept_outputs == 2  # recent: used by the last run; fresh: built within the hour
     assert all(p.exists() for p in (old, orphan, other_host_stale)), "planning removes nothing"
 
-    assert apply_gc(plan) > 1000
+    removed, freed = apply_gc(plan)
+    assert removed == 3 and freed > 1000
     assert not old.exists() and not orphan.exists() and not other_host_stale.exists()
     assert recent.exists() and fresh.exists() and other_host_live.exists()
     assert not list((root / "dedupe").glob(".gc-*"))
@@ -112,3 +113,17 @@ def test_gc_keeps_what_a_run_in_progress_uses_and_what_kept_outputs_were_built_f
     record = next((root / "runs").glob("*-long.json"))
     record.write_text(record.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {dead.pid}'))
     assert [r.path for r in plan_gc(root, STAGES, keep_runs=1, min_age_s=3600).removals] == [long_run]
+
+
+def test_debris_replaced_by_a_complete_output_since_the_plan_is_kept(tmp_path):
+    root = tmp_path / "data"
+    record_run(root, "run-a", datetime.now(timezone.utc), {}, state="completed")
+    debris = root / "dedupe" / "0123456789abcdef"
+    debris.mkdir(parents=True)
+    (debris / "half.parquet").write_text("partial")
+    age(debris, 2 * DAY)
+    plan = plan_gc(root, STAGES, tmp_min_age_s=DAY)
+    assert [(r.kind, r.path) for r in plan.removals] == [("debris", debris)]
+    (debris / "stats.json").write_text("{}")  # a run rebuilt it meanwhile
+    (debris / "_SUCCESS").write_text("done")
+    assert apply_gc(plan) == (0, 0) and (debris / "_SUCCESS").is_file()

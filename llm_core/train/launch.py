@@ -12,7 +12,6 @@ timeout, Ctrl-C) takes its worker processes down with it (:func:`stop_workers`).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil  # a dependency of deepspeed
 import torch
@@ -149,15 +148,27 @@ def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
             pass
 
 
-def stop_with_parent() -> None:
-    """Run in torchrun's process before it starts: SIGTERM it when its parent dies.
+def stop_with_parent() -> Callable[[], None] | None:
+    """What torchrun's process runs before it starts: ask for SIGTERM when its parent dies.
 
     Its own session keeps it out of the caller's signals, so without this an orchestrator
     killed outright (SIGKILL, the OOM killer) would leave it training on, holding the GPU
-    and racing the retry. Linux only (``prctl(PR_SET_PDEATHSIG)``); the signal follows the
-    death of the thread that started torchrun, which is the one waiting on it here."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    and racing the retry; on SIGTERM torchrun stops its workers. Linux only
+    (``prctl(PR_SET_PDEATHSIG)``); the signal follows the death of the thread that started
+    torchrun, which is the one waiting on it here. ``prctl`` is looked up here, in the
+    parent: between fork and exec the child only calls it, then checks that its parent did
+    not die before the request was made."""
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
 
 
 def run_workers(command: list[str], env: dict[str, str], log_path: Path) -> tuple[int, list[str]]:
@@ -171,7 +182,7 @@ def run_workers(command: list[str], env: dict[str, str], log_path: Path) -> tupl
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace", bufsize=1, start_new_session=True,
-                                preexec_fn=stop_with_parent if sys.platform == "linux" else None)
+                                preexec_fn=stop_with_parent())
         try:
             for line in proc.stdout:
                 log_file.write(line)
