@@ -22,24 +22,24 @@ open would let two runs build the same output.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import socket
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import json
 from datetime import datetime
+from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from llm_core.locks import lock_path
 from llm_core.runs import recorded_runs
-from llm_core.storage import STATS_FILE, SUCCESS_MARKER, is_complete, process_alive
+from llm_core.storage import STATS_FILE, SUCCESS_MARKER, is_complete, process_alive, tmp_dir_owner
 
 log = logging.getLogger(__name__)
+WEEK_S = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,11 @@ class GcPlan:
     note: str | None = None
     # What "in use" meant for this plan; apply_gc checks it again with the same settings.
     keep_runs: int = 5
-    stale_run_s: float = 7 * 86400.0
+    stale_run_s: float = WEEK_S
 
     @property
     def bytes(self) -> int:
         return sum(r.bytes for r in self.removals)
-
-
-WEEK_S = 7 * 86400
 
 
 def run_in_progress(record: dict, now: float, stale_run_s: float) -> bool:
@@ -108,16 +105,8 @@ def last_change(path: Path) -> float:
     return max(times)
 
 
-def tmp_owner(name: str, key: str) -> tuple[str, int | None]:
-    """(host, pid) from ``.tmp-<key>-<host>-<pid>-<uuid8>``; hosts may contain dashes."""
-    rest = name[len(f".tmp-{key}-"):]
-    host, _, tail = rest.rpartition("-")  # tail: uuid
-    host, _, pid = host.rpartition("-")
-    return host, int(pid) if pid.isdigit() else None
-
-
-def _tmp_removal(path: Path, key: str, now: float, tmp_min_age_s: float) -> Removal | None:
-    host, pid = tmp_owner(path.name, key)
+def _tmp_removal(path: Path, now: float, tmp_min_age_s: float) -> Removal | None:
+    _, host, pid = tmp_dir_owner(path.name)
     if host == socket.gethostname() and pid is not None:
         if process_alive(pid):
             return None
@@ -140,6 +129,7 @@ def plan_gc(data_root: Path, stages: tuple[str, ...], keep_runs: int = 5, min_ag
                      "nothing is known to be in use, so no output is removed")
     candidates: dict[Path, Removal] = {}
     kept: list[Path] = []
+    complete_outputs = 0
     for stage in stages:
         stage_dir = data_root / stage
         if not stage_dir.is_dir():
@@ -147,17 +137,18 @@ def plan_gc(data_root: Path, stages: tuple[str, ...], keep_runs: int = 5, min_ag
         for path in sorted(stage_dir.iterdir()):
             if not path.is_dir():
                 continue
-            if path.name.startswith(".tmp-"):
-                key = path.name[len(".tmp-"):].split("-", 1)[0]
-                removal = _tmp_removal(path, key, now, tmp_min_age_s)
+            if tmp_dir_owner(path.name):
+                removal = _tmp_removal(path, now, tmp_min_age_s)
             elif not is_complete(path):
                 idle = now - last_change(path)
                 removal = (Removal(path, "debris", f"no {SUCCESS_MARKER}, untouched for {idle / 3600:.1f} h",
                                    tree_size(path)) if idle > tmp_min_age_s else None)
             elif not runs_considered or path.resolve() in in_use:
+                complete_outputs += 1
                 removal = None
                 kept.append(path.resolve())
             else:
+                complete_outputs += 1
                 age = now - (path / SUCCESS_MARKER).stat().st_mtime
                 if age > min_age_s:
                     removal = Removal(path, "output", f"not used by the last {keep_runs} run(s) nor one in "
@@ -172,8 +163,7 @@ def plan_gc(data_root: Path, stages: tuple[str, ...], keep_runs: int = 5, min_ag
         for source in input_paths(kept.pop()):
             if candidates.pop(source, None) is not None:
                 kept.append(source)
-    plan.kept_outputs = sum(1 for s in stages if (data_root / s).is_dir()
-                            for p in (data_root / s).iterdir() if p.is_dir() and is_complete(p)) - len(candidates)
+    plan.kept_outputs = complete_outputs - len(candidates)
     plan.removals.extend(Removal(r.path, r.kind, r.reason, tree_size(r.path)) for r in candidates.values())
     return plan
 

@@ -86,12 +86,29 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+TMP_PREFIX = ".tmp-"
+
+
+def tmp_dir_name(key: str) -> str:
+    """``.tmp-<key>-<host>-<pid>-<random>``: who is building, so leftovers can be told from live builds."""
+    return f"{TMP_PREFIX}{key}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def tmp_dir_owner(name: str) -> tuple[str, str, int | None] | None:
+    """(key, host, pid) of a :func:`tmp_dir_name`, or None if ``name`` is not one (hosts may contain dashes)."""
+    if not name.startswith(TMP_PREFIX):
+        return None
+    key, _, rest = name[len(TMP_PREFIX):].partition("-")
+    host_and_pid, _, _random = rest.rpartition("-")
+    host, _, pid = host_and_pid.rpartition("-")
+    return key, host, int(pid) if pid.isdigit() else None
+
+
 def remove_abandoned_tmp_dirs(stage_dir: Path, key: str) -> None:
     """Delete ``.tmp-<key>-<this host>-<pid>-*`` left by processes of this host that have died."""
-    prefix = f".tmp-{key}-{socket.gethostname()}-"
-    for tmp in stage_dir.glob(f"{prefix}*"):
-        pid = tmp.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not process_alive(int(pid)):
+    for tmp in stage_dir.glob(f"{TMP_PREFIX}{key}-*"):
+        owner = tmp_dir_owner(tmp.name)
+        if owner and owner[1] == socket.gethostname() and owner[2] is not None and not process_alive(owner[2]):
             log.info("removing %s, left by a process that died", tmp)
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -132,7 +149,7 @@ def materialize(
 def _build_into_place(stage: str, key: str, final: Path, inputs: list[StageOutput], code: str | dict[str, Any],
                       build: Callable[[Path], dict[str, Any]]) -> StageOutput:
     """Build in a temporary sibling, add ``stats.json`` and ``_SUCCESS``, rename into place in one step."""
-    tmp = final.parent / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = final.parent / tmp_dir_name(key)
     tmp.mkdir()
     started = time.perf_counter()
     try:
