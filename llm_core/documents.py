@@ -1,20 +1,28 @@
 """The documents contract every data stage reads and writes.
 
 Documents are Parquet with one base schema; stages add their own signal columns
-(``dup_cluster``, ``quality_*``...). Rejected documents keep every column plus ``reason``,
-so nothing a filter drops is lost.
+(``dup_cluster``, ``gopher_*``...). Rejected documents keep every column plus ``reason``,
+``rule`` (what dropped them) and ``reason_value`` (the value that failed), so nothing a
+stage drops is lost and every drop can be explained: :func:`write_split` is the one place
+that writes that split, for every document stage.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 DOCS_DIR = "docs"
 REJECTED_DIR = "rejected"
+# The verdict columns: null on kept documents, set on rejected ones.
+REASON = "reason"
+RULE = "rule"
+REASON_VALUE = "reason_value"
+VERDICT_COLUMNS = (REASON, RULE, REASON_VALUE)
 
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -49,3 +57,31 @@ def read_documents(directory: Path, columns: list[str] | None = None) -> pa.Tabl
         return DOCUMENT_SCHEMA.empty_table() if columns is None else DOCUMENT_SCHEMA.empty_table().select(columns)
     return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
 
+
+
+def write_split(annotated: Any, out_dir: Path, drop_columns: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Write a Spark DataFrame of judged documents: kept ones (``reason`` null) to ``docs/``
+    without the verdict columns, rejected ones to ``rejected/`` with them; ``drop_columns``
+    (internal bookkeeping) go from both. Returns the document counts, in total and dropped
+    per ``reason``, and per ``rule``. Pass a persisted DataFrame: it is read three times."""
+    from pyspark.sql import functions as F
+
+    counts = annotated.groupBy(RULE, REASON).count().collect()
+    dropped: dict[str, int] = {}
+    by_rule: dict[str, int] = {}
+    docs_out = 0
+    for row in counts:
+        if row[REASON] is None:
+            docs_out += row["count"]
+        else:
+            dropped[row[REASON]] = dropped.get(row[REASON], 0) + row["count"]
+            by_rule[row[RULE]] = by_rule.get(row[RULE], 0) + row["count"]
+    rows = annotated.drop(*drop_columns)
+    rows.where(F.col(REASON).isNull()).drop(*VERDICT_COLUMNS).write.parquet(str(out_dir / DOCS_DIR))
+    rows.where(F.col(REASON).isNotNull()).write.parquet(str(out_dir / REJECTED_DIR))
+    return {
+        "docs_in": docs_out + sum(dropped.values()),
+        "docs_out": docs_out,
+        "dropped": dict(sorted(dropped.items())),
+        "dropped_by_rule": dict(sorted(by_rule.items())),
+    }

@@ -1,27 +1,51 @@
-"""The filter stage's settings (``filter:`` in the pipeline YAML)."""
+"""The filter stage's settings (``filter:`` in the pipeline YAML).
+
+Built from the rule registry (``llm_core/filters/rules/__init__.py``): ``rules`` lists the
+rules to run, in order, and each registered rule has a sub-section under its own name with
+its rule's config model and defaults, so a new rule brings its settings with it::
+
+    filter:
+      rules: [normalise, language, gopher_quality]
+      language: {languages: [en, de], threshold: 0.5}
+"""
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pathlib import Path
 
+from pydantic import Field, create_model, field_validator
+
+from llm_core.filters.rule import Rule
+from llm_core.filters.rules import RULES, RULES_BY_NAME
 from llm_core.section import Section
 
 
-class FilterConfig(Section):
-    languages: list[str] = Field(default_factory=lambda: ["en"])
-    lang_threshold: float = Field(0.65, ge=0, le=1)
-    min_words: int = Field(50, ge=0)
-    max_words: int = Field(100_000, ge=1)
-    # Share of words made only of symbols / digits (Gopher's "non-alpha words" idea).
-    max_non_alpha_words_ratio: float = Field(0.5, ge=0, le=1)
-    min_mean_word_length: float = Field(2.0, ge=0)
-    max_mean_word_length: float = Field(12.0, gt=0)
+class _FilterSection(Section):
+    rules: list[str] = Field(default_factory=lambda: [rule.name for rule in RULES])
 
-    @model_validator(mode="after")
-    def _ranges_are_ordered(self) -> "FilterConfig":
-        if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) exceeds max_words ({self.max_words})")
-        if self.min_mean_word_length > self.max_mean_word_length:
-            raise ValueError(f"min_mean_word_length ({self.min_mean_word_length}) exceeds "
-                             f"max_mean_word_length ({self.max_mean_word_length})")
-        return self
+    @field_validator("rules")
+    @classmethod
+    def _known_and_once(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in RULES_BY_NAME]
+        if unknown:
+            raise ValueError(f"unknown filter rule(s) {unknown}; known: {sorted(RULES_BY_NAME)}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"filter rule(s) listed more than once: {repeated}")
+        return names
+
+    def build_rules(self) -> list[Rule]:
+        """The configured rules, in order, each with its own settings."""
+        return [RULES_BY_NAME[name](getattr(self, name)) for name in self.rules]
+
+    def input_files(self) -> list[Path]:
+        """Files the configured rules read besides the documents (their content enters the key)."""
+        return [path for name in self.rules for path in getattr(self, name).input_files()]
+
+
+FilterConfig = create_model(
+    "FilterConfig",
+    __base__=_FilterSection,
+    __module__=__name__,
+    **{rule.name: (rule.Config, Field(default_factory=rule.Config)) for rule in RULES},
+)

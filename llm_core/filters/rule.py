@@ -1,0 +1,92 @@
+"""The contract every document rule follows, in the spirit of datatrove's ``BaseFilter``.
+
+A rule is a class with
+
+- ``name``: its config key, the ``rule`` column of what it rejects, its row in the funnel;
+- ``Config``: a :class:`RuleConfig` whose field defaults are the rule's published defaults;
+- ``signals``: the columns it adds (name -> Arrow type), each prefixed by a short tag of the rule;
+- ``check(doc)``: a :class:`Verdict` for one document: its signals, and, when it drops the
+  document, a ``reason`` and the failing ``value``; a rule that rewrites text (normalisation,
+  PII) returns the new ``text``.
+
+A rule whose work is cheaper per batch (one model call for many documents) overrides
+``check_batch`` instead. Models and tables are loaded lazily through module-level caches, so
+each Python worker loads them once, not once per row or batch. A rule that learns from the
+corpus (the quality classifier) overrides ``fit``, which runs on the driver before the pass;
+files its config names (training references) are listed by ``RuleConfig.input_files`` so
+that their content enters the stage's key.
+
+Adding a rule is one module that defines the class, plus one line in
+``llm_core/filters/rules/__init__.py`` that lists it; its settings appear under its name in
+the ``filter:`` section and its signals as columns, with nothing else to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import pyarrow as pa
+
+from llm_core.section import Section
+
+
+class RuleConfig(Section):
+    """Settings of one rule; the field defaults are the rule's defaults."""
+
+    def input_files(self) -> list[Path]:
+        """Files (or folders) the rule reads besides the documents: hashed into the stage key."""
+        return []
+
+
+@dataclass(slots=True)
+class Document:
+    """What a rule sees: the current text and the row's other fields, including the signals
+    that earlier rules added (``lang`` after language ID, for instance)."""
+
+    text: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lang(self) -> str | None:
+        return self.fields.get("lang")
+
+
+@dataclass(slots=True)
+class Verdict:
+    signals: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None  # None: kept
+    value: float | None = None  # the value that failed the rule's threshold, when there is one
+    text: str | None = None  # the rewritten text of a rule that modifies documents
+
+    @classmethod
+    def keep(cls, text: str | None = None, **signals: Any) -> "Verdict":
+        return cls(signals=signals, text=text)
+
+    @classmethod
+    def drop(cls, reason: str, value: float | None = None, **signals: Any) -> "Verdict":
+        return cls(signals=signals, reason=reason, value=None if value is None else float(value))
+
+
+class Rule:
+    name: ClassVar[str]
+    Config: ClassVar[type[RuleConfig]] = RuleConfig
+    signals: ClassVar[Mapping[str, pa.DataType]] = {}
+
+    def __init__(self, config: RuleConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def fit(self, docs: Any, out_dir: Path) -> dict[str, Any]:
+        """Learn from the stage's input (a Spark DataFrame) before the pass, keeping what the
+        pass needs on ``self`` and what is worth keeping under ``out_dir``; returns stats."""
+        return {}
+
+    def check(self, doc: Document) -> Verdict:
+        raise NotImplementedError
+
+    def check_batch(self, docs: list[Document]) -> list[Verdict]:
+        return [self.check(doc) for doc in docs]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"

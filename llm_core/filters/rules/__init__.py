@@ -1,0 +1,16 @@
+"""The document rules, in their default order: list a new rule here (one line) to make it available.
+
+``filter.rules`` in the config chooses which of them run, and in which order; each rule's
+settings live under its name (``filter.language.threshold``...).
+"""
+
+from llm_core.filters.rule import Rule
+from llm_core.filters.rules.gopher_quality import GopherQuality
+from llm_core.filters.rules.language import LanguageId
+
+RULES: tuple[type[Rule], ...] = (
+    LanguageId,
+    GopherQuality,
+)
+
+RULES_BY_NAME: dict[str, type[Rule]] = {rule.name: rule for rule in RULES}
