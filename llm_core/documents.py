@@ -16,6 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from llm_core.errors import StageError
+
 DOCS_DIR = "docs"
 REJECTED_DIR = "rejected"
 # The verdict columns: null on kept documents, set on rejected ones.
@@ -59,11 +61,15 @@ def read_documents(directory: Path, columns: list[str] | None = None) -> pa.Tabl
 
 
 
-def write_split(annotated: Any, out_dir: Path, drop_columns: tuple[str, ...] = ()) -> dict[str, Any]:
+def write_split(annotated: Any, out_dir: Path, stage: str, drop_columns: tuple[str, ...] = (),
+                hint: str = "") -> dict[str, Any]:
     """Write a Spark DataFrame of judged documents: kept ones (``reason`` null) to ``docs/``
     without the verdict columns, rejected ones to ``rejected/`` with them; ``drop_columns``
     (internal bookkeeping) go from both. Returns the document counts, in total and dropped
-    per ``reason``, and per ``rule``. Pass a persisted DataFrame: it is read three times."""
+    per ``reason``, and per ``rule``. Pass a persisted DataFrame: it is read three times.
+
+    Nothing kept is an error (no later stage can use an empty corpus), raised before anything
+    is written, with the counts by reason and ``hint`` on what to change."""
     from pyspark.sql import functions as F
 
     counts = annotated.groupBy(RULE, REASON).count().collect()
@@ -76,6 +82,9 @@ def write_split(annotated: Any, out_dir: Path, drop_columns: tuple[str, ...] = (
         else:
             dropped[row[REASON]] = dropped.get(row[REASON], 0) + row["count"]
             by_rule[row[RULE]] = by_rule.get(row[RULE], 0) + row["count"]
+    if docs_out == 0:
+        raise StageError(stage, f"all {sum(dropped.values())} documents were filtered out "
+                                f"(by reason: {dict(sorted(dropped.items()))}){'; ' + hint if hint else ''}")
     rows = annotated.drop(*drop_columns)
     rows.where(F.col(REASON).isNull()).drop(*VERDICT_COLUMNS).write.parquet(str(out_dir / DOCS_DIR))
     rows.where(F.col(REASON).isNotNull()).write.parquet(str(out_dir / REJECTED_DIR))

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel
 
-from llm_core.fingerprint import code_fingerprint
+from llm_core.errors import ConfigError
+from llm_core.fingerprint import code_fingerprint, file_digest
 from llm_core.storage import StageOutput, stage_key
 
 if TYPE_CHECKING:
@@ -36,8 +37,12 @@ class Stage:
     libraries: tuple[str, ...] = ()
     # Data files read by the build (name -> path), hashed into the key; a function, resolved lazily.
     data_files: Callable[[], dict[str, Path]] | None = None
+    # Files the stage's config names (training references...): their content enters the key.
+    input_files: Callable[[Any], list[Path]] | None = None
     # Files of the output worth logging to MLflow beside stats.json.
     artifacts: tuple[str, ...] = ()
+    # Tables in stats.json (name -> list of row dicts) worth showing as Prefect table artifacts.
+    tables: tuple[str, ...] = ()
     # A JSON-lines file of ``{"step": n, metric: value...}`` records: logged as metric curves.
     history_file: str | None = None
 
@@ -48,8 +53,27 @@ class Stage:
         """The code this stage's output depends on (see llm_core.fingerprint); computed once per process."""
         return _fingerprint(self)
 
+    def code(self, config: "PipelineConfig") -> dict[str, Any]:
+        """The fingerprint, plus the digests of the files this config names (if any)."""
+        files = self.input_files(self.config(config)) if self.input_files else []
+        if not files:
+            return self.fingerprint()
+        return {**self.fingerprint(), "input_files": {str(p): path_digest(p) for p in files}}
+
     def key(self, config: "PipelineConfig", input_keys: dict[str, str]) -> str:
-        return stage_key(self.name, self.config(config), [input_keys[i] for i in self.inputs], self.fingerprint())
+        return stage_key(self.name, self.config(config), [input_keys[i] for i in self.inputs], self.code(config))
+
+
+def path_digest(path: Path) -> str:
+    """Digest of a file, or of every file under a folder (names and contents); a missing
+    path is an error here, before anything runs, rather than half way through a build."""
+    path = Path(path)
+    if path.is_file():
+        return file_digest(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return stage_key("files", {}, [f"{p.relative_to(path)}:{file_digest(p)}" for p in files], "")
+    raise ConfigError(f"{path} (named in the config) does not exist")
 
 
 @lru_cache(maxsize=None)

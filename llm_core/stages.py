@@ -39,7 +39,7 @@ def run_stage(name: str, config: PipelineConfig, inputs: Inputs) -> StageOutput:
         raise StageError(name, f"missing input(s) {missing}: run those stages first")
     return materialize(
         Path(config.project.data_root), name, stage.config(config), [inputs[i] for i in stage.inputs],
-        stage.fingerprint(), lambda out: stage.build(config, inputs, out),
+        stage.code(config), lambda out: stage.build(config, inputs, out),
     )
 
 

@@ -73,9 +73,15 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def numeric_metrics(stats: dict[str, Any]) -> dict[str, float]:
+def numeric_metrics(stats: dict[str, Any], tables: tuple[str, ...] = ()) -> dict[str, float]:
+    """Every number in ``stats``; a table's rows are named by their text cells
+    (``funnel.gopher_quality.docs_out``, ``funnel_by_language.de.language.docs_in``)."""
+    tree = {k: v for k, v in stats.items() if k not in tables}
+    for table in tables:
+        rows = stats.get(table) or []
+        tree[table] = {".".join(str(v) for v in row.values() if isinstance(v, str)): row for row in rows}
     return {
-        k: float(v) for k, v in flatten(stats).items()
+        k: float(v) for k, v in flatten(tree).items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
 
@@ -91,7 +97,8 @@ def pipeline_run(config: PipelineConfig, run_name: str, tags: dict[str, str] | N
 
 def log_stage(parent_run_id: str, stage: Stage, output: StageOutput, stage_config: BaseModel, status: str) -> str:
     """One child run for a stage: its config as params, its stats as metrics, the files its
-    row names (``artifacts``) as artifacts, its ``history_file`` as metric curves."""
+    row names (``artifacts``: files or folders) as artifacts, its ``history_file`` as metric
+    curves, its ``tables`` as metrics named by their rows."""
     tags = {"mlflow.parentRunId": parent_run_id, "llmpipe.stage": output.stage,
             "llmpipe.output_key": output.key, "llmpipe.output_path": str(output.path),
             "llmpipe.status": status}
@@ -100,7 +107,7 @@ def log_stage(parent_run_id: str, stage: Stage, output: StageOutput, stage_confi
         tags["llmpipe.code_source"] = str(code.get("source"))
     with mlflow.start_run(run_name=output.stage, nested=True, tags=tags) as run:
         mlflow.log_params(flatten(stage_config.model_dump(mode="json")))
-        mlflow.log_metrics(numeric_metrics({k: v for k, v in output.stats.items() if k != "code"}))
+        mlflow.log_metrics(numeric_metrics({k: v for k, v in output.stats.items() if k != "code"}, stage.tables))
         history = output.file(stage.history_file) if stage.history_file else None
         if history is not None and history.is_file():  # a training curve: one metric point per logged step
             for line in history.read_text().splitlines():
@@ -110,6 +117,8 @@ def log_stage(parent_run_id: str, stage: Stage, output: StageOutput, stage_confi
         for path in [output.file(STATS_FILE), *(output.file(name) for name in stage.artifacts)]:
             if path.is_file():
                 mlflow.log_artifact(str(path))
+            elif path.is_dir():  # a saved model: logged as a folder of the same name
+                mlflow.log_artifacts(str(path), artifact_path=path.name)
         return run.info.run_id
 
 

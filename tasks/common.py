@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import Task, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.task_engine import TaskRunTimeoutError
@@ -77,6 +77,10 @@ def stage_task(stage: str) -> Task:
         create_markdown_artifact(
             key=f"{stage}-stats", markdown=stats_markdown(output), description=f"{stage} stage statistics"
         )
+        for table in get_stage(stage).tables:
+            if output.stats.get(table):
+                create_table_artifact(key=f"{stage}-{table}".replace("_", "-"), table=output.stats[table],
+                                      description=f"{stage} stage: {table}")
         return output
 
     run_in_task.__name__ = run_in_task.__qualname__ = f"{stage}_stage"
@@ -114,5 +118,6 @@ def run_stage_task(stage_task_: Task, config: PipelineConfig, inputs: StageInput
 
 
 def stats_markdown(output: StageOutput) -> str:
-    rows = [f"| {k} | {v} |" for k, v in sorted(output.stats.items()) if k != "code"]
+    tables = get_stage(output.stage).tables
+    rows = [f"| {k} | {v} |" for k, v in sorted(output.stats.items()) if k != "code" and k not in tables]
     return "\n".join([f"# {output.stage}", "", f"Output: `{output.path}`", "", "| stat | value |", "|---|---|", *rows])

@@ -32,9 +32,9 @@ def test_bad_value_names_the_key_and_reason():
 def test_overrides_parse_yaml_values(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("crawl:\n  seeds: ['http://127.0.0.1:1/']\n")
-    config = load_config(path, ["tokenizer.vocab_size=4096", "filter.languages=[en, de]", "dedupe.near=false"])
+    config = load_config(path, ["tokenizer.vocab_size=4096", "filter.language.languages=[en, de]", "dedupe.near=false"])
     assert config.tokenizer.vocab_size == 4096
-    assert config.filter.languages == ["en", "de"]
+    assert config.filter.language.languages == ["en", "de"]
     assert config.dedupe.near is False
 
 

@@ -17,7 +17,7 @@ def judged_pairs(shared_data, lo, hi):
 
 
 def pair_flagged(src, target, config):
-    reasons, clusters = find_duplicates([src, target], ["a", "b"], config)
+    reasons, clusters, _ = find_duplicates([src, target], ["a", "b"], config)
     return reasons[1] is not None
 
 
@@ -35,7 +35,7 @@ def test_near_duplicates_on_judged_pairs(shared_data):
 
 def test_exact_duplicates_ignore_case_and_whitespace():
     texts = ["The quick brown fox.", "the  quick\nbrown FOX.", "Something else entirely."]
-    reasons, clusters = find_duplicates(texts, ["a", "b", "c"], DedupeConfig(near=False))
+    reasons, clusters, _ = find_duplicates(texts, ["a", "b", "c"], DedupeConfig(near=False))
     assert reasons == [None, "exact_duplicate", None]
     assert clusters == ["a", "a", "c"]
 
@@ -45,28 +45,32 @@ def make_docs(texts):
     return pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
 
 
-def test_stage_keeps_first_and_audits_the_rest(tmp_path, shared_data):
+def test_stage_keeps_first_and_audits_the_rest(tmp_path, shared_data, spark_config):
     pair = next(r for r in judged_pairs(shared_data, 0.97, 1.0) if r["src_doc"].split() != r["target_doc"].split())
     base = pair["src_doc"]
     texts = [base, base.upper(), pair["target_doc"], "a completely different short document about cats " * 10]
     write_documents(make_docs(texts), tmp_path / "in")
-    stats = dedupe(DedupeConfig(), tmp_path / "in", tmp_path / "out")
+    stats = dedupe(DedupeConfig(), spark_config, tmp_path / "in", tmp_path / "out")
     kept = read_documents(tmp_path / "out" / DOCS_DIR)
     rejected = read_documents(tmp_path / "out" / REJECTED_DIR).to_pylist()
     assert kept.column("id").to_pylist() == ["d0", "d3"]
-    assert {(r["id"], r["reason"], r["dup_cluster"]) for r in rejected} == {
-        ("d1", "exact_duplicate", "d0"), ("d2", "near_duplicate", "d0")}
-    assert stats == {"docs_in": 4, "docs_out": 2, "dropped": {"exact_duplicate": 1, "near_duplicate": 1}}
+    assert {(r["id"], r["reason"], r["rule"], r["dup_cluster"]) for r in rejected} == {
+        ("d1", "exact_duplicate", "exact_dedupe", "d0"), ("d2", "near_duplicate", "near_dedupe", "d0")}
+    near = next(r for r in rejected if r["id"] == "d2")
+    assert 0.8 <= near["reason_value"] <= 1.0, "the estimated similarity to the kept document"
+    assert "reason" not in kept.column_names and "rule" not in kept.column_names
+    assert stats == {"docs_in": 4, "docs_out": 2, "dropped": {"exact_duplicate": 1, "near_duplicate": 1},
+                     "dropped_by_rule": {"exact_dedupe": 1, "near_dedupe": 1}}
 
 
-def test_empty_input_is_a_clear_error(tmp_path):
+def test_empty_input_is_a_clear_error(tmp_path, spark_config):
     write_documents(make_docs([]), tmp_path / "in")
     with pytest.raises(StageError, match=r"\[dedupe\] no input documents"):
-        dedupe(DedupeConfig(), tmp_path / "in", tmp_path / "out")
+        dedupe(DedupeConfig(), spark_config, tmp_path / "in", tmp_path / "out")
 
 
 def test_rows_sharing_an_id_are_deduplicated_not_rejected_by_the_index():
     texts = ["the same page fetched twice " * 20, "the same page fetched twice " * 20 + "!", "other " * 40]
-    reasons, clusters = find_duplicates(texts, ["u1", "u1", "u2"], DedupeConfig(exact=False))
+    reasons, clusters, _ = find_duplicates(texts, ["u1", "u1", "u2"], DedupeConfig(exact=False))
     assert reasons == [None, "near_duplicate", None]
     assert clusters == ["u1", "u1", "u2"]

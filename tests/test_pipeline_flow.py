@@ -17,7 +17,7 @@ def tiny_config(site, tmp_path, spark_config, **overrides):
                     "mlflow_experiment": "test", "registered_model_name": "test-gpt"},
         "spark": spark_config.model_dump(),
         "crawl": {"seeds": [site.url], "max_pages": 40, "max_depth": 1},
-        "filter": {"languages": ["de", "en"], "lang_threshold": 0.5, "min_words": 50},
+        "filter": {"rules": ["language", "gopher_quality"], "language": {"languages": ["de", "en"], "threshold": 0.5}},
         "tokenizer": {"vocab_size": 512},
         "train": {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32}, "max_steps": 10,
                   "micro_batch_size": 4, "grad_accum_steps": 1, "warmup_steps": 2, "log_every": 5},
@@ -26,6 +26,24 @@ def tiny_config(site, tmp_path, spark_config, **overrides):
     for section, values in overrides.items():
         tree[section] = {**tree[section], **values}
     return parse_config(tree)
+
+
+def funnel_artifact_rows() -> int:
+    """Rows of the newest ``filter-funnel`` table artifact in the Prefect API."""
+    import asyncio
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_latest_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["filter-funnel"])))
+
+    (artifact,) = asyncio.run(read())
+    data = artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
+    return len(data)
 
 
 def statuses(summary):
@@ -52,6 +70,12 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     assert by_stage["tokenizer"].data.params["vocab_size"] == "512"
     assert by_stage["evaluate"].data.metrics["perplexity"] > 1
     assert [m.step for m in client.get_metric_history(by_stage["train"].info.run_id, "train/loss")] == [5, 10]
+    # The filter's audit: its funnel as metrics and as a Prefect table artifact.
+    filter_metrics = by_stage["filter"].data.metrics
+    assert filter_metrics["funnel.language.docs_in"] == by_stage["dedupe"].data.metrics["docs_out"]
+    assert filter_metrics["funnel.gopher_quality.docs_out"] == filter_metrics["docs_out"]
+    assert any(k.startswith("funnel_by_language.de.") for k in filter_metrics)
+    assert funnel_artifact_rows() == len(config.filter.rules)
     version = client.get_model_version("test-gpt", "1")
     assert version.tags["llmpipe.model_key"] == first["stages"]["train"]["path"].rsplit("/", 1)[-1]
 
@@ -94,7 +118,7 @@ def test_a_corpus_filtered_to_nothing_stops_the_flow(site, prefect_api, spark_co
 
     from llm_core.errors import StageError
 
-    config = tiny_config(site, tmp_path, spark_config, filter={"languages": ["sw"]})
+    config = tiny_config(site, tmp_path, spark_config, filter={"language": {"languages": ["sw"]}})
     with pytest.raises(StageError, match=r"\[filter\] all \d+ documents were filtered out"):
         pipeline(config=config)
     filter_dir = tmp_path / "data" / "filter"

@@ -6,7 +6,7 @@ from llm_core.stage import Stage
 
 STAGE = Stage(
     "dedupe", package=__name__, inputs=("crawl",),
-    build=lambda config, inputs, out: dedupe(config.dedupe, inputs["crawl"].file(DOCS_DIR), out),
+    build=lambda config, inputs, out: dedupe(config.dedupe, config.spark, inputs["crawl"].file(DOCS_DIR), out),
     # datasketch draws its MinHash permutations with numpy's random generator.
     libraries=("datasketch", "numpy"),
 )

@@ -1,9 +1,12 @@
 """Exact and near-duplicate removal on one machine with datasketch.
 
 The first document of a duplicate group (in input order) is kept; the others go to
-``rejected/`` with ``reason`` (``exact_duplicate`` / ``near_duplicate``) and
-``dup_cluster``, the id of the document they duplicate. The kept documents also carry
-``dup_cluster`` (their own id), so a cluster can be read back from either side.
+``rejected/`` with ``reason`` (``exact_duplicate`` / ``near_duplicate``), ``rule``
+(``exact_dedupe`` / ``near_dedupe``), ``reason_value`` (the estimated Jaccard similarity
+to the document kept, for near-duplicates) and ``dup_cluster``, the id of the document they
+duplicate. The kept documents also carry ``dup_cluster`` (their own id), so a cluster can be
+read back from either side. The split is written by ``llm_core.documents.write_split``, the
+same helper the filter stage uses.
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from datasketch import MinHash, MinHashLSH
 
 from llm_core.dedup.config import DedupeConfig
-from llm_core.documents import DOCS_DIR, REJECTED_DIR, read_documents, write_documents
+from llm_core.documents import REASON, REASON_VALUE, RULE, read_documents, write_split
 from llm_core.errors import StageError
+from llm_core.spark import SparkConfig, get_spark
 
 STAGE = "dedupe"
 log = logging.getLogger(__name__)
@@ -47,10 +50,16 @@ def minhashes(texts: list[str], config: DedupeConfig) -> list[MinHash]:
     return MinHash.bulk([shingles(t, config.shingle_size) for t in texts], num_perm=config.num_perm, seed=config.seed)
 
 
-def find_duplicates(texts: list[str], ids: list[str], config: DedupeConfig) -> tuple[list[str | None], list[str | None]]:
-    """Per document: the reason it is a duplicate (or None) and the id of the document it duplicates."""
+EXACT_RULE, NEAR_RULE = "exact_dedupe", "near_dedupe"
+
+
+def find_duplicates(texts: list[str], ids: list[str], config: DedupeConfig
+                    ) -> tuple[list[str | None], list[str | None], list[float | None]]:
+    """Per document: the reason it is a duplicate (or None), the id of the document it
+    duplicates, and (near-duplicates) the estimated Jaccard similarity to that document."""
     reasons: list[str | None] = [None] * len(texts)
     clusters: list[str | None] = list(ids)
+    similarity: list[float | None] = [None] * len(texts)
     if config.exact:
         first_by_hash: dict[bytes, int] = {}
         for i, text in enumerate(texts):
@@ -65,31 +74,36 @@ def find_duplicates(texts: list[str], ids: list[str], config: DedupeConfig) -> t
         candidates = [i for i in range(len(texts)) if reasons[i] is None]
         lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm)
         signatures = minhashes([texts[i] for i in candidates], config)
+        signature_of = dict(zip(candidates, signatures))
         for i, signature in zip(candidates, signatures):
             matches = lsh.query(signature)
             if matches:
+                kept = min(matches)  # the earliest kept document
                 reasons[i] = "near_duplicate"
-                clusters[i] = ids[min(matches)]  # the earliest kept document
+                clusters[i] = ids[kept]
+                similarity[i] = signature.jaccard(signature_of[kept])
             else:
                 lsh.insert(i, signature)
-    return reasons, clusters
+    return reasons, clusters, similarity
 
 
-def dedupe(config: DedupeConfig, docs_dir: Path, out_dir: Path) -> dict[str, Any]:
+def dedupe(config: DedupeConfig, spark_config: SparkConfig, docs_dir: Path, out_dir: Path) -> dict[str, Any]:
     table = read_documents(docs_dir)
     if table.num_rows == 0:
         raise StageError(STAGE, f"no input documents in {docs_dir}")
-    texts = table.column("text").to_pylist()
+    texts = [t or "" for t in table.column("text").to_pylist()]
     ids = table.column("id").to_pylist()
-    reasons, clusters = find_duplicates(texts, ids, config)
-    table = table.append_column("dup_cluster", pa.array(clusters, pa.string()))
-    is_dup = np.array([r is not None for r in reasons])
-    kept = table.filter(pa.array(~is_dup))
-    rejected = table.filter(pa.array(is_dup)).append_column(
-        "reason", pa.array([r for r in reasons if r is not None], pa.string())
-    )
-    write_documents(kept, out_dir / DOCS_DIR)
-    write_documents(rejected, out_dir / REJECTED_DIR)
-    dropped = {r: reasons.count(r) for r in ("exact_duplicate", "near_duplicate")}
-    log.info("dedupe: %d in, %d kept, dropped %s", table.num_rows, kept.num_rows, dropped)
-    return {"docs_in": table.num_rows, "docs_out": kept.num_rows, "dropped": dropped}
+    reasons, clusters, similarity = find_duplicates(texts, ids, config)
+    rules = [None if r is None else EXACT_RULE if r == "exact_duplicate" else NEAR_RULE for r in reasons]
+    judged = (table.append_column("dup_cluster", pa.array(clusters, pa.string()))
+              .append_column(REASON, pa.array(reasons, pa.string()))
+              .append_column(RULE, pa.array(rules, pa.string()))
+              .append_column(REASON_VALUE, pa.array(similarity, pa.float64())))
+    # One partition: the output keeps the input's order, in one part as before.
+    frame = get_spark(spark_config).createDataFrame(judged).coalesce(1).persist()
+    try:
+        split = write_split(frame, out_dir, STAGE)
+    finally:
+        frame.unpersist()
+    log.info("dedupe: %d in, %d kept, dropped %s", split["docs_in"], split["docs_out"], split["dropped"])
+    return split

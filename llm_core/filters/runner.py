@@ -30,12 +30,12 @@ VERDICT_COLUMNS = {REASON: pa.string(), RULE: pa.string(), REASON_VALUE: pa.floa
 
 
 def output_schema(input_schema: pa.Schema, rules: Sequence[Rule]) -> pa.Schema:
-    """The input's columns (a signal that already exists, like ``lang``, keeps its place),
-    then each rule's new signal columns in rule order, then the verdict columns."""
+    """The input's columns (a signal that already exists, like ``lang``, keeps its place and
+    type), then each rule's new signal columns in rule order, then the verdict columns."""
     fields = {f.name: f for f in input_schema}
     for rule in rules:
         for name, typ in rule.signals.items():
-            fields[name] = pa.field(name, typ)
+            fields.setdefault(name, pa.field(name, typ))
     for name, typ in VERDICT_COLUMNS.items():
         fields[name] = pa.field(name, typ)
     return pa.schema(list(fields.values()))
@@ -108,16 +108,19 @@ def apply_rules(rules: Sequence[Rule], batch: pa.RecordBatch) -> pa.RecordBatch:
 
 def annotate(docs: Any, rules: Sequence[Rule]) -> Any:
     """The Spark DataFrame ``docs`` with every rule applied, in one ``mapInArrow`` pass."""
-    from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+    from pyspark.sql.pandas.types import from_arrow_type, to_arrow_schema
+    from pyspark.sql.types import StructField, StructType
 
-    schema = output_schema(to_arrow_schema(docs.schema), rules)
+    existing = {f.name: f for f in docs.schema.fields}
+    schema = output_schema(to_arrow_schema(docs.schema, timezone="UTC"), rules)
+    spark_schema = StructType([existing.get(f.name) or StructField(f.name, from_arrow_type(f.type)) for f in schema])
     rules = list(rules)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             yield apply_rules(rules, batch)
 
-    return docs.mapInArrow(run, from_arrow_schema(schema))
+    return docs.mapInArrow(run, spark_schema)
 
 
 def funnel(annotated: Any, rules: Sequence[Rule]) -> dict[str, list[dict[str, Any]]]:
