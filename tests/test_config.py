@@ -81,8 +81,8 @@ def test_a_run_config_pins_the_snapshot_and_the_data_root(tmp_path, monkeypatch)
 def test_inconsistent_ranges_are_rejected():
     with pytest.raises(ConfigError, match=r"train: .*warmup_steps \(50\) exceeds max_steps \(10\)"):
         parse_config({"train": {"warmup_steps": 50, "max_steps": 10}})
-    with pytest.raises(ConfigError, match=r"filter: .*min_mean_word_length"):
-        parse_config({"filter": {"min_mean_word_length": 9, "max_mean_word_length": 3}})
+    with pytest.raises(ConfigError, match=r"filter\.gopher_quality: .*min_mean_word_length \(9\.0\) exceeds"):
+        parse_config({"filter": {"gopher_quality": {"min_mean_word_length": 9, "max_mean_word_length": 3}}})
     with pytest.raises(ConfigError, match=r"offload_optimizer needs zero_stage"):
         parse_config({"train": {"zero_stage": 0, "offload_optimizer": True}})
 

@@ -48,7 +48,7 @@ def test_editing_a_stage_changes_its_key_and_those_downstream_only(tmp_path):
     original = keys_of_copy(tmp_path, "original")
     assert keys_of_copy(tmp_path, "same") == original, "same code and config: same keys wherever it lives"
 
-    filter_rule = keys_of_copy(tmp_path, "filter-edit", append("llm_core/filters/quality.py", "\nMAX_RATIO = 0.5\n"))
+    filter_rule = keys_of_copy(tmp_path, "filter-edit", append("llm_core/filters/rules/gopher_quality.py", "\nMAX_RATIO = 0.5\n"))
     assert changed(original, filter_rule) == ["filter", "tokenizer", "train", "evaluate"]
 
     worker = keys_of_copy(tmp_path, "train-edit", append("llm_core/train/worker.py", "\nSEED_OFFSET = 1\n"))

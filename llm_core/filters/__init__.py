@@ -14,7 +14,9 @@ from llm_core.stage import Stage
 STAGE = Stage(
     "filter", package=__name__, inputs=("dedupe",),
     build=lambda config, inputs, out: filter_documents(config.filter, config.spark, inputs["dedupe"].file(DOCS_DIR), out),
-    libraries=("fasttext-predict", "phonenumbers"),
+    # The model, text-repair, segmentation and phone-number data behind the rules: their versions shape the output.
+    libraries=("fasttext-predict", "ftfy", "rjieba", "sudachipy", "sudachidict-small", "nlpo3", "pythainlp",
+               "phonenumbers", "mmh3"),
     data_files=lambda: {LANGID_MODEL_FILE: langid_model_path()},
     input_files=lambda section: section.input_files(),
     artifacts=(MODELS_DIR,),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, create_model, field_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from llm_core.filters.rule import Rule
 from llm_core.filters.rules import RULES, RULES_BY_NAME
@@ -21,7 +21,8 @@ from llm_core.section import Section
 
 
 class _FilterSection(Section):
-    rules: list[str] = Field(default_factory=lambda: [rule.name for rule in RULES])
+    # Every registered rule, in registry order, except those that need the user's settings first.
+    rules: list[str] = Field(default_factory=lambda: [rule.name for rule in RULES if not rule.needs])
 
     @field_validator("rules")
     @classmethod
@@ -33,6 +34,14 @@ class _FilterSection(Section):
         if repeated:
             raise ValueError(f"filter rule(s) listed more than once: {repeated}")
         return names
+
+    @model_validator(mode="after")
+    def _listed_rules_are_set_up(self) -> "_FilterSection":
+        for name in self.rules:
+            for setting in RULES_BY_NAME[name].needs:
+                if not getattr(getattr(self, name), setting):
+                    raise ValueError(f"filter rule {name} needs filter.{name}.{setting} (or remove it from filter.rules)")
+        return self
 
     def build_rules(self) -> list[Rule]:
         """The configured rules, in order, each with its own settings."""

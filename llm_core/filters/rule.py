@@ -28,12 +28,23 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 import pyarrow as pa
+from pydantic import model_validator
 
 from llm_core.section import Section
 
 
 class RuleConfig(Section):
-    """Settings of one rule; the field defaults are the rule's defaults."""
+    """Settings of one rule; the field defaults are the rule's defaults. Every ``min_X`` /
+    ``max_X`` pair of fields must be ordered (checked here for all rules)."""
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> "RuleConfig":
+        values = self.model_dump()
+        for name, low in values.items():
+            high = values.get("max_" + name.removeprefix("min_")) if name.startswith("min_") else None
+            if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
+                raise ValueError(f"{name} ({low}) exceeds max_{name.removeprefix('min_')} ({high})")
+        return self
 
     def input_files(self) -> list[Path]:
         """Files (or folders) the rule reads besides the documents: hashed into the stage key."""
@@ -73,6 +84,9 @@ class Rule:
     name: ClassVar[str]
     Config: ClassVar[type[RuleConfig]] = RuleConfig
     signals: ClassVar[Mapping[str, pa.DataType]] = {}
+    # Config fields that must be set before the rule can run (the classifier's references);
+    # such a rule is left out of the default list and listing it without them is a config error.
+    needs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: RuleConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
