@@ -57,21 +57,13 @@ class GopherRepetition(Rule):
         size = len(text) or 1
         s: dict[str, float | None] = dict.fromkeys(self.signals)
 
-        paras = paragraphs(text)
-        count, chars = duplicates(paras)
-        s["gorep_dup_para_frac"], s["gorep_dup_para_char_frac"] = count / len(paras), chars / size
-        if s["gorep_dup_para_frac"] > c.max_dup_para_frac:
-            return Verdict.drop("gorep_dup_para_frac", s["gorep_dup_para_frac"], **s)
-        if s["gorep_dup_para_char_frac"] > c.max_dup_para_char_frac:
-            return Verdict.drop("gorep_dup_para_char_frac", s["gorep_dup_para_char_frac"], **s)
-
-        text_lines = lines(text)
-        count, chars = duplicates(text_lines)
-        s["gorep_dup_line_frac"], s["gorep_dup_line_char_frac"] = count / len(text_lines), chars / size
-        if s["gorep_dup_line_frac"] > c.max_dup_line_frac:
-            return Verdict.drop("gorep_dup_line_frac", s["gorep_dup_line_frac"], **s)
-        if s["gorep_dup_line_char_frac"] > c.max_dup_line_char_frac:
-            return Verdict.drop("gorep_dup_line_char_frac", s["gorep_dup_line_char_frac"], **s)
+        for unit, items in (("para", paragraphs(text)), ("line", lines(text))):  # paragraphs first, as Gopher
+            count, chars = duplicates(items)
+            by_count, by_chars = f"gorep_dup_{unit}_frac", f"gorep_dup_{unit}_char_frac"
+            s[by_count], s[by_chars] = count / len(items), chars / size
+            for signal in (by_count, by_chars):
+                if s[signal] > getattr(c, "max_" + signal.removeprefix("gorep_")):
+                    return Verdict.drop(signal, s[signal], **s)
 
         # Later n-grams are measured only for documents that passed the earlier ones, as in datatrove:
         # the signals of a dropped document stop at the test that dropped it.
