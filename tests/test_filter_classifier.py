@@ -24,8 +24,8 @@ from llm_core.filters.rules.quality_classifier import (
     QualityClassifierConfig,
     pareto_keep,
     reference_documents,
-    spark_term_index,
 )
+from llm_core.filters.hashed_lr import spark_term_index
 
 # Small but real: the defaults (2**18 features, 100 iterations) only make the test slower.
 FAST = {"num_features": 1 << 16, "max_iter": 20}
@@ -160,8 +160,7 @@ def test_pareto_sampling_is_deterministic_in_the_spark_pass(fitted, corpus, spar
 
     def run(seed):
         pareto = QualityClassifier(rule.config.model_copy(update={"mode": "pareto", "seed": seed}))
-        pareto.num_features, pareto.intercept = rule.num_features, rule.intercept
-        pareto.indices, pareto.values = rule.indices, rule.values
+        pareto.model = rule.model
         rows = annotate(docs, [pareto]).select("id", "text", "quality_score", "reason", "reason_value").collect()
         return {r["id"]: (r["text"], r["quality_score"], r["reason"], r["reason_value"]) for r in rows}
 
@@ -195,8 +194,7 @@ def test_pareto_draw_has_gpt3_distribution():
 def test_threshold_mode(fitted, corpus):
     rule, _, _ = fitted
     strict = QualityClassifier(rule.config.model_copy(update={"mode": "threshold", "threshold": 0.5}))
-    strict.num_features, strict.intercept, strict.indices, strict.values = (
-        rule.num_features, rule.intercept, rule.indices, rule.values)
+    strict.model = rule.model
     docs = [Document(t, {"id": str(i)}) for i, t in enumerate(corpus["speeches"][:10] + corpus["unseen_pages"][:10])]
     for verdict, score in zip(strict.check_batch(docs), rule.scores([d.text for d in docs])):
         assert verdict.signals["quality_score"] == score

@@ -8,12 +8,10 @@ balanced by a deterministic sample (ordered by a seeded hash of the text), a see
 split holds out ``test_fraction`` for AUC and accuracy, and the fitted ``PipelineModel`` is
 saved under ``out_dir/model``.
 
-The pass does not run Spark's model: :meth:`QualityClassifier.check_batch` reproduces the
-featurisation in Python (Java's lowercase, Java's ``\\s``, MurmurHash3 x86_32 of each
-token's UTF-8 bytes with seed 42, non-negative modulo ``num_features``: Spark's
-``FeatureHasher.murmur3Hash``, used by ``HashingTF`` since Spark 3.0) and applies the
-coefficients, so a score costs a dictionary look-up per token. ``fit`` checks that these
-scores equal Spark's ``transform`` probabilities on held-out documents.
+The pass does not run Spark's model: :meth:`QualityClassifier.check_batch` scores with
+``llm_core.filters.hashed_lr``, which reproduces Spark's featurisation in Python, so a score
+costs a dictionary look-up per token. ``fit`` checks that these scores equal Spark's
+``transform`` probabilities on held-out documents.
 
 Keep or drop, by ``mode``:
 
@@ -35,28 +33,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
 from llm_core.errors import StageError
+from llm_core.filters.hashed_lr import HashedLogisticRegression
 from llm_core.filters.rule import Document, Rule, RuleConfig, Verdict
 
 log = logging.getLogger(__name__)
 
 NAME = "quality_classifier"
 MODEL_DIR = "model"  # the Spark PipelineModel, under fit's out_dir
-SPARK_HASH_SEED = 42  # org.apache.spark.mllib.feature.HashingTF.seed, used by ml.feature.HashingTF
-# Java's \s without UNICODE_CHARACTER_CLASS: Spark's RegexTokenizer pattern "\s+" splits on these only.
-_JAVA_WHITESPACE = re.compile(r"[ \t\n\x0b\f\r]+")
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
-_TOKEN_CACHE_LIMIT = 2_000_000  # token -> weight entries kept per worker before starting over
 
 
 class QualityClassifierConfig(RuleConfig):
@@ -83,24 +76,6 @@ class QualityClassifierConfig(RuleConfig):
         return list(self.reference)
 
 
-# ---------------------------------------------------------------------------------------
-# Spark's featurisation, in Python.
-
-def spark_tokens(text: str) -> list[str]:
-    """``RegexTokenizer(pattern="\\s+", toLowercase=True, minTokenLength=1)``: Java's
-    ``toLowerCase`` (Python's ``lower`` agrees outside Turkish/Lithuanian default locales),
-    split on Java's ``\\s``, empty tokens dropped."""
-    return [t for t in _JAVA_WHITESPACE.split(text.lower()) if t]
-
-
-def spark_term_index(token: str, num_features: int) -> int:
-    """``HashingTF``'s index of a term: MurmurHash3 x86_32 of its UTF-8 bytes, seed 42,
-    non-negative modulo ``num_features`` (Java encodes a lone surrogate as ``?``, as ``replace`` does)."""
-    import mmh3
-
-    return mmh3.hash(token.encode("utf-8", "replace"), SPARK_HASH_SEED, signed=True) % num_features
-
-
 def pareto_keep(score: float, key: str, alpha: float, seed: int) -> bool:
     """GPT-3's ``np.random.pareto(alpha) > 1 - score``, with the draw fixed by ``seed`` and ``key``."""
     digest = hashlib.blake2b(f"{seed}\x00{key}".encode("utf-8", "replace"), digest_size=8).digest()
@@ -116,18 +91,7 @@ class QualityClassifier(Rule):
 
     def __init__(self, config: QualityClassifierConfig | None = None) -> None:
         super().__init__(config)
-        # What scoring needs (set by fit or load_model; small enough to ship to executors):
-        self.num_features: int | None = None
-        self.intercept: float = 0.0
-        self.indices: np.ndarray | None = None  # the non-zero coefficients, sparse
-        self.values: np.ndarray | None = None
-        self._token_weights: dict[str, float] = {}  # per-worker cache, not pickled
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_token_weights"] = {}
-        state.pop("_dense", None)
-        return state
+        self.model: HashedLogisticRegression | None = None  # set by fit or load_model; shipped to executors
 
     # -- training (driver) -------------------------------------------------------------
 
@@ -182,7 +146,7 @@ class QualityClassifier(Rule):
             model = pipeline.fit(train)
             model_dir = Path(out_dir) / MODEL_DIR
             model.write().overwrite().save(str(model_dir))
-            self._take_coefficients(model)
+            self.model = HashedLogisticRegression.from_pipeline_model(model)
 
             scored = model.transform(test).select(
                 "text", "label", "prediction", "rawPrediction",
@@ -203,8 +167,8 @@ class QualityClassifier(Rule):
                 "reference_docs": n_pos, "input_docs": n_neg, "docs_per_class": per_class,
                 "train_docs": per_class * 2 - n_test, "test_docs": n_test,
                 "test_auc": auc, "test_accuracy": accuracy,
-                "num_features": c.num_features, "nonzero_coefficients": int(self.indices.size),
-                "parity_max_abs_diff": parity, "model_dir": str(model_dir),
+                "num_features": c.num_features, "nonzero_coefficients": int(self.model.indices.size),
+                "parity_max_abs_diff": parity,
                 "fit_seconds": round(time.monotonic() - started, 2),
             }
         finally:
@@ -235,54 +199,24 @@ class QualityClassifier(Rule):
             frame = frame.unionByName(other)
         return frame
 
-    def _take_coefficients(self, model: Any) -> None:
-        hashing, lr = model.stages[1], model.stages[2]
-        dense = lr.coefficients.toArray()
-        self.num_features = int(hashing.getNumFeatures())
-        self.intercept = float(lr.intercept)
-        self.indices = np.flatnonzero(dense).astype(np.int32)
-        self.values = dense[self.indices].astype(np.float64)
-        self._token_weights = {}
-        self.__dict__.pop("_dense", None)
-
     def load_model(self, model_dir: Path) -> "QualityClassifier":
         """Take the coefficients of a PipelineModel saved by :meth:`fit` (needs a SparkSession)."""
         from pyspark.ml import PipelineModel
 
-        self._take_coefficients(PipelineModel.load(str(model_dir)))
+        self.model = HashedLogisticRegression.from_pipeline_model(PipelineModel.load(str(model_dir)))
         return self
 
     # -- scoring (executors) -----------------------------------------------------------
 
     @property
     def fitted(self) -> bool:
-        return self.indices is not None
-
-    def _weight_table(self) -> np.ndarray:
-        dense = self.__dict__.get("_dense")
-        if dense is None:
-            dense = np.zeros(self.num_features, np.float64)
-            dense[self.indices] = self.values
-            self.__dict__["_dense"] = dense
-        return dense
+        return self.model is not None
 
     def scores(self, texts: list[str]) -> list[float]:
         """P(reference) of each text: Spark's ``PipelineModel.transform`` probability."""
-        if not self.fitted:
+        if self.model is None:
             raise RuntimeError(f"{NAME}: fit() (or load_model()) must run before documents are scored")
-        import mmh3
-
-        weights, cache, n, seed = self._weight_table(), self._token_weights, self.num_features, SPARK_HASH_SEED
-        if len(cache) > _TOKEN_CACHE_LIMIT:
-            cache.clear()
-        out = []
-        for text in texts:
-            tokens = spark_tokens(text)
-            for token in set(tokens).difference(cache):
-                cache[token] = float(weights[mmh3.hash(token.encode("utf-8", "replace"), seed, signed=True) % n])
-            margin = self.intercept + sum(map(cache.__getitem__, tokens))
-            out.append(1.0 / (1.0 + math.exp(-margin)) if margin > -700 else 0.0)
-        return out
+        return self.model.scores(texts)
 
     def check_batch(self, docs: list[Document]) -> list[Verdict]:
         c = self.config
