@@ -26,8 +26,13 @@ test: $(STAMP) check-java
 test-fast: $(STAMP) check-java
 	$(BIN)/python -m pytest -ra -m "not slow"
 
-bench: $(STAMP) check-java
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.bench check-java
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/filters.py
 
 clean:
 	rm -rf data benchmarks/out

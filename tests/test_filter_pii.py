@@ -24,16 +24,20 @@ def found(text, **settings):
     return [(s.kind, text[s.start:s.end]) for s in find_pii(text, PiiConfig(**settings))]
 
 
-# Measured on tests/data/pii_labelled.jsonl (199 texts, 115 labels; overlap matching):
-# precision / recall email 1.00 / 1.00, ip 0.97 / 1.00, phone 1.00 / 0.86, credit_card 1.00 / 1.00,
-# all 0.99 / 0.96. The misses are national numbers of other countries (region US) and a
-# reserved UK drama number; the false finding is a product code shaped like a public IPv4.
+# Measured on tests/data/pii_labelled.jsonl (223 texts, 109 without PII; 144 labels: 37 email, 36 ip,
+# 51 phone, 20 credit_card; overlap matching, exact matching gives the same):
+# precision / recall email 0.97 / 1.00, ip 0.97 / 0.97, phone 0.96 / 0.92, credit_card 0.95 / 1.00,
+# all 0.965 / 0.965. The misses are three national numbers of other countries (region US), a UK
+# drama mobile number libphonenumber deems invalid and a public IPv4 after "curl -v" (read as a
+# version cue); the false findings are an invoice and a serial number shaped like US numbers,
+# "git@github.com" (an SSH login), a 15-digit IMEI passing Luhn and a product code shaped like a
+# public IPv4. Thresholds: about one more error per kind than measured.
 THRESHOLDS = {  # kind: (precision, recall), what was measured less a small margin
-    "email": (0.95, 0.95),
-    "ip": (0.93, 0.95),
-    "phone": (0.95, 0.80),
-    "credit_card": (0.95, 0.95),
-    "all": (0.97, 0.93),
+    "email": (0.94, 0.95),
+    "ip": (0.94, 0.94),
+    "phone": (0.93, 0.90),
+    "credit_card": (0.90, 0.95),
+    "all": (0.95, 0.95),
 }
 
 
