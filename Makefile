@@ -21,7 +21,7 @@ demo: $(STAMP) check-java
 	$(BIN)/llmpipe demo --config $(CONFIG)
 
 test: $(STAMP) check-java
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=30
 
 test-fast: $(STAMP) check-java
 	$(BIN)/python -m pytest -ra -m "not slow"

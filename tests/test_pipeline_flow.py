@@ -28,8 +28,8 @@ def tiny_config(site, tmp_path, spark_config, **overrides):
     return parse_config(tree)
 
 
-def funnel_artifact_rows() -> int:
-    """Rows of the newest ``filter-funnel`` table artifact in the Prefect API."""
+def table_artifact_rows(key: str) -> int:
+    """Rows of the newest table artifact ``key`` in the Prefect API."""
     import asyncio
     import json
 
@@ -39,7 +39,7 @@ def funnel_artifact_rows() -> int:
     async def read():
         async with get_client() as client:
             return await client.read_latest_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["filter-funnel"])))
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
     (artifact,) = asyncio.run(read())
     data = artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
@@ -75,7 +75,12 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     assert filter_metrics["funnel.language.docs_in"] == by_stage["dedupe"].data.metrics["docs_out"]
     assert filter_metrics["funnel.gopher_quality.docs_out"] == filter_metrics["docs_out"]
     assert any(k.startswith("funnel_by_language.de.") for k in filter_metrics)
-    assert funnel_artifact_rows() == len(config.filter.rules)
+    assert table_artifact_rows("filter-funnel") == len(config.filter.rules)
+    # The dedupe's passes, likewise.
+    dedupe_metrics = by_stage["dedupe"].data.metrics
+    assert dedupe_metrics["passes.url.docs_in"] == by_stage["crawl"].data.metrics["docs_out"]
+    assert dedupe_metrics["passes.near.docs_out"] == dedupe_metrics["docs_out"]
+    assert table_artifact_rows("dedupe-passes") == 3
     version = client.get_model_version("test-gpt", "1")
     assert version.tags["llmpipe.model_key"] == first["stages"]["train"]["path"].rsplit("/", 1)[-1]
 
