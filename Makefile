@@ -33,6 +33,7 @@ $(VENV)/.bench: $(STAMP)
 bench: $(VENV)/.bench check-java
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/filters.py
+	$(BIN)/python benchmarks/dedup.py
 
 clean:
 	rm -rf data benchmarks/out
