@@ -331,3 +331,15 @@ def test_keeper_of_an_exact_group_that_is_a_near_duplicate_passes_its_copies_on(
     assert [(r["id"], r["dup_cluster"]) for r in kept] == [("b", "b")]
     assert sorted((r["id"], r["reason"], r["dup_of"], r["dup_cluster"]) for r in rejected) == [
         ("m", "near_duplicate", "b", "b"), ("z", "exact_duplicate", "b", "b")]
+
+
+def test_copies_of_a_keeper_share_the_cluster_it_ends_in(tmp_path, shared_data, spark_config):
+    """m is kept over its exact copy z, then kept again over its near copy b: z and b are
+    in one cluster with m."""
+    words = (shared_data / "text_sentencepiece_novels" / "botchan.txt").read_text().split()[3000:3300]
+    a, b = " ".join(words) + " and a longer ending", " ".join(words[:150] + ["inserted"] + words[150:])
+    table = pa.Table.from_pylist([{"id": i, "url": f"http://x/{i}", "text": t} for i, t in (("m", a), ("z", a.upper()), ("b", b))],
+                                 schema=DOCUMENT_SCHEMA)
+    _, kept, rejected = run_stage(tmp_path, table, DedupeConfig(), spark_config)
+    assert [(r["id"], r["dup_cluster"]) for r in kept] == [("m", "b")]
+    assert sorted((r["id"], r["dup_of"], r["dup_cluster"]) for r in rejected) == [("b", "m", "b"), ("z", "m", "b")]

@@ -253,8 +253,12 @@ def _judged(docs: Any, verdicts: list[Any], winners: list[Any]) -> Any:
         won_all = winners[0]
         for more in winners[1:]:
             won_all = won_all.unionByName(more)
-        # A document that won several passes names the cluster of the last one.
+        # A document that won several passes names the cluster of the last one, and so do
+        # the copies it kept out in earlier passes.
         won_all = won_all.groupBy(ROW).agg(F.max_by("dup_cluster", "_step").alias("won_cluster"))
+        final = won_all.select(F.col(ROW).alias("kept_row"), F.col("won_cluster").alias("_final"))
+        lost_all = (lost_all.join(final, "kept_row", "left")
+                    .withColumn("dup_cluster", F.coalesce("_final", "dup_cluster")).drop("_final"))
         judged = (docs.join(lost_all, ROW, "left").join(won_all, ROW, "left")
                   .withColumn("dup_cluster", F.coalesce("dup_cluster", "won_cluster", "id")).drop("won_cluster"))
     else:
