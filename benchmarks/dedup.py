@@ -106,6 +106,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_common import log, shared_data  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
@@ -128,17 +130,6 @@ BOILERPLATE = (
     "most read this week, editor's picks, trending now. Back to top. Skip to main content. Accessibility "
     "statement. Manage cookie preferences. Do not sell my personal information. Copyright notice. Sitemap."
 ).split()
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def shared_data() -> Path:
-    root = Path(os.environ.get("LLMPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
-    if not root.is_dir():
-        sys.exit(f"shared data not found at {root} (set LLMPIPE_SHARED_DATA)")
-    return root
 
 
 def fmt(value, width: int = 6) -> str:

@@ -50,6 +50,8 @@ from statistics import mean
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_common import log, shared_data  # noqa: E402
+
 import pyarrow as pa  # noqa: E402
 
 from llm_core.crawl.extract import extract_document  # noqa: E402
@@ -58,17 +60,6 @@ from llm_core.filters.langid import detect_language  # noqa: E402
 from llm_core.filters.rule import Document  # noqa: E402
 
 FAMILIES = ("gopher_quality", "gopher_repetition", "c4", "fineweb")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def shared_data() -> Path:
-    root = Path(os.environ.get("LLMPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
-    if not root.is_dir():
-        sys.exit(f"shared data not found at {root} (set LLMPIPE_SHARED_DATA)")
-    return root
 
 
 # --- 1. corpus ----------------------------------------------------------------------------------

@@ -1,0 +1,22 @@
+"""What every benchmark script shares: progress on stderr, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def log(message: str) -> None:
+    """Progress and explanations go to stderr: stdout's last line is the JSON of figures."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def shared_data() -> Path:
+    """``LLMPIPE_SHARED_DATA``, else ``../shared/data`` beside the repository."""
+    root = Path(os.environ.get("LLMPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not root.is_dir():
+        sys.exit(f"shared data not found at {root} (set LLMPIPE_SHARED_DATA)")
+    return root
