@@ -50,7 +50,7 @@ from statistics import mean
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_common import log, shared_data  # noqa: E402
+from support import log, shared_data  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
 

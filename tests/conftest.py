@@ -174,11 +174,7 @@ def prefect_api():
 
 @pytest.fixture
 def unused_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def free_port() -> int:

@@ -7,19 +7,20 @@ Three passes, each over the documents the previous ones kept:
 2. ``exact_duplicate`` (``exact_dedupe``): the same normal form of the text (case,
    punctuation and whitespace folded; see ``shingles.normalise``), by its SHA-256.
 3. ``near_duplicate`` (``near_dedupe``): MinHash-LSH candidates verified on their full
-   signatures and the exact Jaccard of their shingles (``near.py``), grouped into clusters by connected components
-   (``components.py``).
+   signatures and the exact Jaccard of their shingles (``near.py``), grouped into
+   clusters by connected components (``components.py``).
 
 Each group keeps one document by ``keep`` (longest text, earliest fetch, smallest id or
 input order; the others break ties in that order, so the choice is deterministic). Every
 other member goes to ``rejected/`` with ``reason``, ``rule``, ``dup_of`` (the id of the
-kept document), ``dup_cluster`` (the group's id: its smallest document id, which does
-not depend on ``keep``) and, for near duplicates, ``reason_value`` = the Jaccard
+kept document), ``dup_cluster`` (the group's id: the smallest document id of the last
+group its keeper was judged in) and, for near duplicates, ``reason_value`` = the Jaccard
 similarity to the kept document (exact with ``verify_exact``, else estimated). A document
 kept by one pass and rejected by a later one hands its copies on: ``dup_of`` always names
 a kept document (or one of an earlier output) and a group has one ``dup_cluster``. Kept
 documents carry ``dup_cluster`` too (their group's id, or their own id when they duplicate
-nothing), so a cluster reads from either side. The split is written by ``llm_core.documents.write_split``, as the filter writes it.
+nothing), so a cluster reads from either side. The split is written by
+``llm_core.documents.write_split``, as the filter writes it.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def _pick(members: Any, group: str, pool: Any, keep: str) -> tuple[Any, Any]:
 
     ranked = members.join(pool, ROW)
     by_group = Window.partitionBy(group)
-    ranked = (ranked.withColumn("_pos", F.row_number().over(Window.partitionBy(group).orderBy(*_order(keep))))
+    ranked = (ranked.withColumn("_pos", F.row_number().over(by_group.orderBy(*_order(keep))))
               .withColumn("dup_cluster", F.min("id").over(by_group)))
     winners = ranked.where(F.col("_pos") == 1).select(group, ROW, "dup_cluster", F.col("id").alias("dup_of"),
                                                       F.col(ROW).alias("kept_row"))
@@ -126,7 +127,8 @@ def _cluster_sizes(clusters: Any) -> list[dict[str, Any]]:
     """Near-duplicate clusters counted by size bucket (a table: one row per bucket)."""
     histogram: dict[str, int] = {}
     for size, count in sorted(clusters.groupBy("component").count().groupBy("count").count().collect()):
-        histogram[_size_bucket(size)] = histogram.get(_size_bucket(size), 0) + count
+        bucket = _size_bucket(size)
+        histogram[bucket] = histogram.get(bucket, 0) + count
     return [{"size": size, "clusters": count} for size, count in histogram.items()]
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from llm_core.dedup.config import DedupeConfig
+from llm_core.dedup.near import ROW
 from llm_core.documents import DOCS_DIR
 from llm_core.errors import ConfigError
 
 INDEX_DIR = "index"
 SETTINGS_FILE = "_settings.json"  # "_": Spark skips it when reading the Parquet parts
-ROW = "_row"
 # The settings each kind of stored value depends on.
 _EXACT_SETTINGS = ("nfkc",)
 _NEAR_SETTINGS = ("nfkc", "num_perm", "seed", "scheme", "shingle_hash", "shingle", "shingle_size", "bands", "rows")

@@ -1,13 +1,14 @@
 """Near-duplicate pairs as Spark jobs: signatures, LSH candidates, verification.
 
-1. ``sign``: one ``mapInArrow`` pass shingles each Arrow batch of texts and computes the
-   batch's MinHash signatures together (``minhash.signatures``) and their band keys.
+1. ``sign``: one ``mapInArrow`` pass computes each Arrow batch's MinHash signatures
+   together (``minhash.text_signatures``) and their band keys.
 2. ``candidate_pairs``: documents sharing a band key are candidates; each bucket yields
    its pairs (all of them for small buckets, a star for huge ones), once per pair.
-3. ``verify``: a candidate becomes an edge only if the similarity estimated from the two
-   full signatures (all ``num_perm`` slots, not the one band that matched) reaches the
-   threshold, and optionally the exact Jaccard of the shingle sets too. Banding decides
-   which pairs are looked at; it never decides that a pair is a duplicate.
+3. ``verified_edges``: a candidate becomes an edge only if the similarity estimated from
+   the two full signatures (all ``num_perm`` slots, not the one band that matched)
+   reaches ``candidate_threshold`` and, with ``verify_exact`` (the default), the exact
+   Jaccard of the shingle sets reaches the threshold (without it, the estimate must).
+   Banding decides which pairs are looked at; it never decides that a pair is a duplicate.
 
 Nothing is collected on the driver; every step is a DataFrame.
 """

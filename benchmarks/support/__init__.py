@@ -1,4 +1,4 @@
-"""What every benchmark script shares: progress on stderr, the shared data folder."""
+"""Shared by the benchmark scripts (not a benchmark itself): progress on stderr, the shared data folder."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def log(message: str) -> None:
