@@ -10,7 +10,8 @@
   is collected when its process is known dead (same host) or, from any host, when nothing
   in it has changed for ``tmp_min_age_s`` (a live build keeps writing); a live process of
   this host keeps its directory whatever its age. A directory at an output's path without
-  ``_SUCCESS`` (debris of an older crash) is treated the same way.
+  ``_SUCCESS`` (debris of an older crash) is treated the same way, and so is a build's
+  resumable state (``.work-<key>``, a crawl's frontier) once untouched for that long.
 
 Nothing is removed unless ``apply`` is called: ``llmpipe gc`` is a dry run by default.
 ``apply_gc`` reads the run records again before each removal and skips what became in use
@@ -36,7 +37,7 @@ from filelock import FileLock, Timeout
 
 from llm_core.locks import lock_path
 from llm_core.runs import recorded_runs
-from llm_core.storage import STATS_FILE, SUCCESS_MARKER, is_complete, process_alive, tmp_dir_owner
+from llm_core.storage import STATS_FILE, SUCCESS_MARKER, WORK_PREFIX, is_complete, process_alive, tmp_dir_owner
 
 log = logging.getLogger(__name__)
 WEEK_S = 7 * 86400.0
@@ -141,7 +142,9 @@ def plan_gc(data_root: Path, stages: tuple[str, ...], keep_runs: int = 5, min_ag
                 removal = _tmp_removal(path, now, tmp_min_age_s)
             elif not is_complete(path):
                 idle = now - last_change(path)
-                removal = (Removal(path, "debris", f"no {SUCCESS_MARKER}, untouched for {idle / 3600:.1f} h",
+                what = ("state kept to resume a build" if path.name.startswith(WORK_PREFIX)
+                        else f"no {SUCCESS_MARKER}")
+                removal = (Removal(path, "debris", f"{what}, untouched for {idle / 3600:.1f} h",
                                    tree_size(path)) if idle > tmp_min_age_s else None)
             elif not runs_considered or path.resolve() in in_use:
                 complete_outputs += 1

@@ -104,6 +104,20 @@ def tmp_dir_owner(name: str) -> tuple[str, str, int | None] | None:
     return key, host, int(pid) if pid.isdigit() else None
 
 
+WORK_PREFIX = ".work-"
+
+
+def work_dir(build_dir: Path) -> Path:
+    """A folder where a build may keep state that must outlive its own attempt (a crawl's
+    frontier and WARC files): ``<stage>/.work-<key>/``, beside the temporary build folder
+    ``build_dir``. A killed or failed build leaves it for the next attempt to continue from;
+    it is removed once the output is in place. Only the holder of the output's lock uses it."""
+    owner = tmp_dir_owner(Path(build_dir).name)
+    if owner is None:
+        raise ValueError(f"{build_dir} is not a build folder made by materialize()")
+    return Path(build_dir).parent / f"{WORK_PREFIX}{owner[0]}"
+
+
 def remove_abandoned_tmp_dirs(stage_dir: Path, key: str) -> None:
     """Delete ``.tmp-<key>-<this host>-<pid>-*`` left by processes of this host that have died."""
     for tmp in stage_dir.glob(f"{TMP_PREFIX}{key}-*"):
@@ -162,6 +176,7 @@ def _build_into_place(stage: str, key: str, final: Path, inputs: list[StageOutpu
         (tmp / SUCCESS_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         try:
             tmp.rename(final)
+            shutil.rmtree(final.parent / f"{WORK_PREFIX}{key}", ignore_errors=True)
         except OSError:
             # Only a builder that ignored the lock (a filesystem without flock) gets here.
             if is_complete(final):

@@ -23,3 +23,21 @@ def tokenized_shakespeare(shared_data, tmp_path, config):
     out = tmp_path / "tokenizer"
     out.mkdir()
     return out, build_tokenizer_and_shards(config, docs_dir, out), texts
+
+
+def crawl_pages(config, work_dir):
+    """Run the live crawler alone (no extraction): its stats and the URLs of the pages (HTTP 200)
+    in its WARC files, in order, after the stage's check that it got any page."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    from llm_core.crawl.collect import check_crawl
+    from llm_core.crawl.crawler import crawl, warc_files
+
+    stats = crawl(config, work_dir)
+    check_crawl(stats, len(config.seeds))
+    urls = []
+    for path in warc_files(work_dir):
+        with open(path, "rb") as f:
+            urls += [r.rec_headers.get_header("WARC-Target-URI") for r in ArchiveIterator(f)
+                     if r.rec_type == "response" and r.http_headers.get_statuscode() == "200"]
+    return stats, urls

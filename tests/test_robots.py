@@ -11,11 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from llm_core.crawl import crawl
 from llm_core.crawl.config import CrawlConfig
 from llm_core.crawl.robots import ROBOTS_MAX_BYTES, ROBOTS_MAX_REDIRECTS
-from llm_core.documents import DOCS_DIR, read_documents
 from llm_core.errors import StageError
+from helpers import crawl_pages
 
 PARAGRAPHS = "".join(
     f"<p>Paragraph {i}: the river runs past the old mill, where the miller grinds the grain "
@@ -89,9 +88,9 @@ def robots(text: str) -> tuple[int, dict, bytes]:
 
 
 def run_crawl(site: RobotsSite, tmp_path, **overrides):
-    config = CrawlConfig(seeds=[site.url], max_pages=20, max_depth=1, timeout_s=5, **overrides)
-    stats = crawl(config, tmp_path)
-    return stats, read_documents(tmp_path / DOCS_DIR).column("url").to_pylist()
+    config = CrawlConfig(seeds=[site.url], max_pages=20, max_depth=1, timeout_s=5, allow_private=["127.0.0.1"],
+                         per_host_concurrency=1, **overrides)
+    return crawl_pages(config, tmp_path)
 
 
 def test_a_redirected_robots_txt_is_followed_and_obeyed(tmp_path):
@@ -194,8 +193,8 @@ def test_a_robots_redirect_ending_in_a_server_error_refuses_the_host(tmp_path):
     routes = {"/robots.txt": redirect("/moved/robots.txt", status=302),
               "/moved/robots.txt": (503, {"Content-Type": "text/plain"}, b"down for maintenance")}
     with RobotsSite(routes) as site:
-        with pytest.raises(StageError, match=r"none of the 1 seed URL\(s\) could be fetched.*HTTP 503") as info:
-            crawl(CrawlConfig(seeds=[site.url], timeout_s=5), tmp_path)
+        with pytest.raises(StageError, match=r"none of the 1 seed URL\(s\) gave a page.*HTTP 503") as info:
+            run_crawl(site, tmp_path)
     assert site.requests == ["/robots.txt", "/moved/robots.txt"], "nothing is crawled on a refused host"
     assert "redirected to" in str(info.value)
     assert info.value.retryable

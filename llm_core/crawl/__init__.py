@@ -1,14 +1,14 @@
-"""Crawl stage: fetch pages politely, keep the raw responses as WARC, the main text as documents."""
+"""Crawl stage: collect documents from a polite live crawl, WARC files and local corpora."""
 
-from llm_core.crawl.crawler import WARC_FILE, crawl
+from llm_core.crawl.collect import WARC_DIR, collect
 from llm_core.stage import Stage
 
 STAGE = Stage(
     "crawl", package=__name__, inputs=(),
-    build=lambda config, inputs, out: crawl(config.crawl, out),
+    build=lambda config, inputs, out: collect(config, out),
     # trafilatura's own extraction helpers (justext, htmldate, charset-normalizer) shape the text too.
     libraries=("trafilatura", "justext", "htmldate", "charset-normalizer", "courlan", "protego", "warcio", "httpx",
-               "beautifulsoup4", "lxml"),
+               "lxml", "fastwarc"),
 )
 
-__all__ = ["STAGE", "WARC_FILE", "crawl"]
+__all__ = ["STAGE", "WARC_DIR", "collect"]

@@ -1,4 +1,4 @@
-"""Politeness: robots.txt per host (RFC 9309) and the pause between two requests to a host.
+"""robots.txt per host (RFC 9309): what may be fetched, and the host's Crawl-delay.
 
 Kept apart from the frontier loop because the rules are the protocol's, not the crawl's:
 what a robots.txt redirect, a 4xx, a 5xx or an oversized file mean is fixed by RFC 9309,
@@ -16,7 +16,6 @@ and a site owner reading this file should find all of it in one place.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -40,12 +39,24 @@ def origin(url: str) -> str:
 
 
 @dataclass
-class HostState:
+class HostRules:
+    """What robots.txt says of one host: its rules (None: everything allowed), the pause
+    between two requests (config or Crawl-delay, the longer) and, if the whole host is
+    refused (robots.txt unreachable or failing), why."""
+
     robots: Protego | None
     delay_s: float
-    last_request: float = 0.0
-    # Why the host is not crawled at all (robots.txt unreachable or failing), if it is not.
     refused: str | None = None
+    # The skip reason counted for each URL of a refused host.
+    refused_as: str = "host_unavailable"
+
+    def refusal(self, url: str, user_agent: str) -> str | None:
+        """Why ``url`` must not be fetched (a skip reason), or None."""
+        if self.refused:
+            return self.refused_as
+        if self.robots is not None and not self.robots.can_fetch(url, user_agent):
+            return "robots_disallowed"
+        return None
 
 
 @dataclass
@@ -58,13 +69,13 @@ class RobotsAnswer:
     url: str = ""
 
 
-def fetch_robots(client: httpx.Client, url: str) -> RobotsAnswer:
+async def fetch_robots(client: httpx.AsyncClient, url: str) -> RobotsAnswer:
     """GET ``url``, following redirects by hand (the client does not) and streaming at most
     ``ROBOTS_MAX_BYTES`` of the final body; the rest is never downloaded. Raises httpx.HTTPError
     when a server in the chain cannot be reached."""
     redirects = 0
     while True:
-        with client.stream("GET", url) as response:
+        async with client.stream("GET", url) as response:
             status = response.status_code
             location = response.headers.get("location")
             if status in REDIRECTS and location:
@@ -76,7 +87,7 @@ def fetch_robots(client: httpx.Client, url: str) -> RobotsAnswer:
             if status >= 400:
                 return RobotsAnswer(status=status, url=url)
             body = bytearray()
-            for chunk in response.iter_bytes():
+            async for chunk in response.aiter_bytes():
                 body.extend(chunk)
                 if len(body) >= ROBOTS_MAX_BYTES:
                     break  # leaving the block closes the connection: the rest is not downloaded
@@ -88,59 +99,26 @@ def parse_robots(body: bytes) -> Protego:
     return Protego.parse(body.decode("utf-8-sig", errors="replace"))
 
 
-class Politeness:
-    """robots.txt and the per-host pause, one ``HostState`` per origin, loaded on first use.
-    Why a host is refused is appended to ``errors`` (the crawl's stats)."""
-
-    def __init__(self, config: CrawlConfig, client: httpx.Client, errors: list[str]):
-        self.config = config
-        self.client = client
-        self.errors = errors
-        self.hosts: dict[str, HostState] = {}
-
-    def host(self, url: str) -> HostState:
-        key = origin(url)
-        if key not in self.hosts:
-            self.hosts[key] = self._load_robots(key)
-        return self.hosts[key]
-
-    def _load_robots(self, site: str) -> HostState:
-        try:
-            answer = fetch_robots(self.client, f"{site}/robots.txt")
-        except httpx.HTTPError as exc:
-            reason = f"robots.txt unreachable: {type(exc).__name__}: {exc}"
-        else:
-            unavailable = answer.status is not None and (answer.status >= 500 or answer.status == 429)
-            reason = f"robots.txt answered HTTP {answer.status}" if unavailable else None
-            if reason and answer.url != f"{site}/robots.txt":
-                reason += f" (redirected to {answer.url})"
-        if reason:
-            log.warning("not crawling %s: %s", site, reason)
-            self.errors.append(f"{site}: {reason}")
-            return HostState(robots=None, delay_s=self.config.delay_s, refused=reason)
-        if answer.status is None:
-            log.warning("%s: robots.txt redirects more than %d times: treated as missing (all allowed)",
-                        site, ROBOTS_MAX_REDIRECTS)
-            return HostState(robots=None, delay_s=self.config.delay_s)
-        if answer.status >= 400:
-            return HostState(robots=None, delay_s=self.config.delay_s)
-        robots = parse_robots(answer.body)
-        crawl_delay = robots.crawl_delay(self.config.user_agent) or 0.0
-        return HostState(robots=robots, delay_s=max(self.config.delay_s, float(crawl_delay)))
-
-    def refusal(self, url: str) -> str | None:
-        """Why ``url`` must not be fetched (a skip reason), or None."""
-        host = self.host(url)
-        if host.refused:
-            return "host_unavailable"
-        if host.robots is not None and not host.robots.can_fetch(url, self.config.user_agent):
-            return "robots_disallowed"
-        return None
-
-    def wait_turn(self, url: str) -> None:
-        """Sleep until the host's delay (config or Crawl-delay, the longer) has passed since its last request."""
-        host = self.host(url)
-        wait = host.last_request + host.delay_s - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        host.last_request = time.monotonic()
+async def load_rules(client: httpx.AsyncClient, site: str, config: CrawlConfig) -> HostRules:
+    """Fetch and read ``<site>/robots.txt`` (``site`` = ``scheme://host[:port]``)."""
+    try:
+        answer = await fetch_robots(client, f"{site}/robots.txt")
+    except (httpx.HTTPError, TimeoutError) as exc:
+        reason = f"robots.txt unreachable: {type(exc).__name__}: {exc}"
+    else:
+        unavailable = answer.status is not None and (answer.status >= 500 or answer.status == 429)
+        reason = f"robots.txt answered HTTP {answer.status}" if unavailable else None
+        if reason and answer.url != f"{site}/robots.txt":
+            reason += f" (redirected to {answer.url})"
+    if reason:
+        log.warning("not crawling %s: %s", site, reason)
+        return HostRules(robots=None, delay_s=config.delay_s, refused=reason)
+    if answer.status is None:
+        log.warning("%s: robots.txt redirects more than %d times: treated as missing (all allowed)",
+                    site, ROBOTS_MAX_REDIRECTS)
+        return HostRules(robots=None, delay_s=config.delay_s)
+    if answer.status >= 400:
+        return HostRules(robots=None, delay_s=config.delay_s)
+    robots = parse_robots(answer.body)
+    crawl_delay = robots.crawl_delay(config.user_agent) or 0.0
+    return HostRules(robots=robots, delay_s=max(config.delay_s, float(crawl_delay)))
