@@ -16,7 +16,7 @@ def tiny_config(site, tmp_path, spark_config, **overrides):
         "project": {"data_root": str(tmp_path / "data"), "mlflow_tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
                     "mlflow_experiment": "test", "registered_model_name": "test-gpt"},
         "spark": spark_config.model_dump(),
-        "crawl": {"seeds": [site.url], "max_pages": 40, "max_depth": 1},
+        "crawl": {"seeds": [site.url], "max_pages": 40, "max_depth": 1, "allow_private": ["127.0.0.1"]},
         "filter": {"rules": ["language", "gopher_quality"], "language": {"languages": ["de", "en"], "threshold": 0.5}},
         "tokenizer": {"vocab_size": 512},
         "train": {"model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32}, "max_steps": 10,
