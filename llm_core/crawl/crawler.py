@@ -92,7 +92,10 @@ class Crawler:
         """Queue the in-scope links (call inside a transaction); out-of-scope ones are counted by reason."""
         entries = []
         for link in dict.fromkeys(links):
-            reason = self.scope.out_of_scope(link)
+            reason = self.scope.host_refusal(link)
+            if reason is None:
+                link = canonical_url(link)
+                reason = self.scope.out_of_scope(link)
             if reason:
                 self.frontier.count(f"links.{reason}")
                 continue
@@ -249,7 +252,8 @@ class Crawler:
         directives = Directives()
         links: list[str] = []
         if response.status_code == 200:
-            page = parse_page(fetched.body, entry.url, self.config.user_agent, response.charset_encoding)
+            page = parse_page(fetched.body, entry.url, self.config.user_agent, response.charset_encoding,
+                              want_links=entry.depth < self.config.max_depth)
             if self.config.respect_meta_robots:
                 header = header_directives(response.headers.get_list("x-robots-tag"), self.config.user_agent)
                 directives = page.directives.merge(header.tokens())

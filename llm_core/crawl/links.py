@@ -16,8 +16,6 @@ from urllib.parse import urljoin
 import lxml.html
 from lxml import etree
 
-from llm_core.crawl.urls import canonical_url
-
 _SKIP_SCHEMES = ("mailto:", "javascript:", "tel:", "data:", "#")
 
 
@@ -77,8 +75,11 @@ def page_encoding(html: bytes, charset: str | None) -> str | None:
     return "utf-8"
 
 
-def parse_page(html: bytes, base_url: str, user_agent: str, charset: str | None = None) -> PageLinks:
-    """Absolute, canonical http(s) links of a page (``<base href>`` honoured) and its meta robots."""
+def parse_page(html: bytes, base_url: str, user_agent: str, charset: str | None = None,
+               want_links: bool = True) -> PageLinks:
+    """A page's meta robots and (if ``want_links``) its absolute http(s) links, ``<base href>``
+    honoured. Links are not made canonical here: most of a page's links leave the crawl's scope,
+    and the crawler drops those on their host before paying for courlan."""
     try:
         parser = lxml.html.HTMLParser(encoding=page_encoding(html, charset))
         root = lxml.html.fromstring(html, parser=parser)
@@ -90,6 +91,8 @@ def parse_page(html: bytes, base_url: str, user_agent: str, charset: str | None 
         name = (meta.get("name") or "").strip().lower()
         if name in ("robots", agent):
             directives = directives.merge(_tokens(meta.get("content") or ""))
+    if not want_links:
+        return PageLinks([], directives)
     base = root.find(".//base[@href]")
     if base is not None:
         base_url = urljoin(base_url, base.get("href").strip())
@@ -103,5 +106,5 @@ def parse_page(html: bytes, base_url: str, user_agent: str, charset: str | None 
         except ValueError:  # e.g. an invalid IPv6 literal
             continue
         if absolute.startswith(("http://", "https://")):
-            links.append(canonical_url(absolute))
+            links.append(absolute)
     return PageLinks(links, directives)

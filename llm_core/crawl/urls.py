@@ -41,16 +41,32 @@ class Scope:
         self.include = [re.compile(p) for p in config.include]
         self.exclude = [re.compile(p) for p in config.exclude]
 
-    def out_of_scope(self, url: str) -> str | None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+    def host_refusal(self, url: str) -> str | None:
+        """The host rules alone, on a URL not yet canonical (a default port or upper case in
+        the host are tolerated): cheap enough to run on every link of every page first."""
+        try:
+            parts = urlsplit(url)
+            hostname = parts.hostname
+        except ValueError:
             return "not_http"
+        if parts.scheme not in ("http", "https") or not hostname:
+            return "not_http"
+        if self.config.same_host:
+            netloc = parts.netloc.lower()
+            default = {"http": ":80", "https": ":443"}[parts.scheme]
+            if netloc not in self.seed_hosts and netloc.removesuffix(default) not in self.seed_hosts:
+                return "other_host"
+        if self.domains and not any(hostname == d or hostname.endswith("." + d) for d in self.domains):
+            return "other_domain"
+        return None
+
+    def out_of_scope(self, url: str) -> str | None:
+        """The first scope rule a canonical URL breaks, or None."""
+        reason = self.host_refusal(url)
+        if reason:
+            return reason
         if len(url) > self.config.max_url_length:
             return "url_too_long"
-        if self.config.same_host and parts.netloc.lower() not in self.seed_hosts:
-            return "other_host"
-        if self.domains and not any(parts.hostname == d or parts.hostname.endswith("." + d) for d in self.domains):
-            return "other_domain"
         if self.include and not any(p.search(url) for p in self.include):
             return "not_included"
         if any(p.search(url) for p in self.exclude):
