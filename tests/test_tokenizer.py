@@ -64,3 +64,20 @@ def test_token_byte_lengths_add_up_to_the_text(tokenized):
     assert int(lengths[ids].sum()) == len(multilingual.encode("utf-8"))
     val = TokenShards(out / SHARDS_DIR, "val")
     assert int(lengths[np.concatenate(val.shards).astype(np.int64)].sum()) == val.bytes
+
+
+def test_stage_logs_its_report(tokenized):
+    """The files the STAGE row names exist, and its tables become MLflow metrics named by language."""
+    from llm_core.tokenizer import STAGE
+    from llm_core.tracking import numeric_metrics
+
+    out, stats, _ = tokenized
+    assert STAGE.tables == ("languages", "sampling", "sweep")
+    for name in STAGE.artifacts:
+        assert (out / name).is_file(), name
+    json.dumps(stats)  # stats.json
+    metrics = numeric_metrics(stats, STAGE.tables)
+    assert metrics["languages.und.bytes_per_token"] == metrics["languages.all.bytes_per_token"] == stats["bytes_per_token"]
+    assert metrics["sampling.und.sampled_share"] == 1.0 and metrics["unk_rate"] == 0.0
+    assert 0 < stats["vocab_used_share"] <= 1 and stats["encode_engine"] == "local"
+    assert "| lang | docs | bytes |" in (out / "report.md").read_text()

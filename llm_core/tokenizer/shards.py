@@ -1,53 +1,67 @@
 """Packed token shards: flat files of token ids, read back memory-mapped (nanoGPT's ``train.bin``).
 
 A split is ``<split>_00000.bin, <split>_00001.bin, ...`` plus ``meta.json`` recording the
-dtype (``uint16`` when the vocabulary fits, else ``uint32``) and per-split counts.
+dtype (``uint16`` when the vocabulary fits, else ``uint32``), the end-of-text id that ends
+every document, per-split counts and an index of each shard's tokens and documents.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
 META_FILE = "meta.json"
 
 
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+def token_dtype(vocab_size: int, choice: str = "auto") -> np.dtype:
+    """``uint16`` when every id fits (or when asked), else ``uint32``; a vocabulary too large
+    for the id type asked for is an error, not ids silently wrapped around."""
+    if choice == "auto":
+        choice = "uint16" if vocab_size <= 2**16 else "uint32"
+    dtype = np.dtype(choice)
+    if vocab_size - 1 > np.iinfo(dtype).max:
+        raise ValueError(f"a vocabulary of {vocab_size} tokens does not fit {dtype.name} ids")
+    return dtype
 
 
 class ShardWriter:
-    """Appends token ids to ``<split>_NNNNN.bin`` files of at most ``shard_tokens`` tokens."""
+    """Streams token ids into ``<split>_NNNNN.bin`` files of ``shard_tokens`` tokens each (the
+    last one shorter), and indexes them: tokens and documents (end-of-text tokens) per shard.
+    Holds nothing but the open file."""
 
-    def __init__(self, directory: Path, split: str, dtype: np.dtype, shard_tokens: int):
+    def __init__(self, directory: Path, split: str, dtype: np.dtype, shard_tokens: int, eot_id: int):
         self.directory, self.split, self.dtype, self.shard_tokens = directory, split, dtype, shard_tokens
-        self.buffer: list[np.ndarray] = []
-        self.buffered = 0
-        self.files: list[str] = []
+        self.eot_id = eot_id
+        self.index: list[dict[str, Any]] = []  # {"file", "tokens", "docs"} per shard
         self.tokens = 0
+        self._file: BinaryIO | None = None
 
-    def write(self, ids: list[int]) -> None:
-        array = np.asarray(ids, dtype=self.dtype)
-        self.buffer.append(array)
-        self.buffered += len(array)
-        self.tokens += len(array)
-        while self.buffered >= self.shard_tokens:
-            self._flush(self.shard_tokens)
+    def write(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=self.dtype)
+        while len(ids):
+            if self._file is None or self.index[-1]["tokens"] == self.shard_tokens:
+                self._open_next()
+            shard = self.index[-1]
+            part, ids = ids[: self.shard_tokens - shard["tokens"]], ids[self.shard_tokens - shard["tokens"]:]
+            part.tofile(self._file)
+            shard["tokens"] += len(part)
+            shard["docs"] += int(np.count_nonzero(part == self.eot_id))
+            self.tokens += len(part)
 
     def close(self) -> list[str]:
-        if self.buffered:
-            self._flush(self.buffered)
-        return self.files
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        return [shard["file"] for shard in self.index]
 
-    def _flush(self, n: int) -> None:
-        data = np.concatenate(self.buffer)
-        name = f"{self.split}_{len(self.files):05d}.bin"
-        data[:n].tofile(self.directory / name)
-        self.files.append(name)
-        rest = data[n:]
-        self.buffer, self.buffered = ([rest] if len(rest) else []), len(rest)
+    def _open_next(self) -> None:
+        self.close()
+        name = f"{self.split}_{len(self.index):05d}.bin"
+        self._file = (self.directory / name).open("wb")
+        self.index.append({"file": name, "tokens": 0, "docs": 0})
 
 
 class TokenShards:
