@@ -36,6 +36,11 @@ DOCUMENT_SCHEMA = pa.schema(
         pa.field("title", pa.string()),
         pa.field("lang", pa.string()),
         pa.field("lang_score", pa.float32()),
+        # From the page, when it has them (the crawl's extraction): its publication date as
+        # trafilatura finds it (ISO ``YYYY-MM-DD``) and the language it declares (``<html lang>``,
+        # Content-Language), which the language filter may compare with what it detects.
+        pa.field("date", pa.string()),
+        pa.field("lang_hint", pa.string()),
     ]
 )
 
