@@ -34,6 +34,10 @@ bench: $(VENV)/.bench check-java
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/filters.py
 	$(BIN)/python benchmarks/dedup.py
+	$(BIN)/python benchmarks/extraction.py
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/crawl.py
+	$(BIN)/python benchmarks/tokenizer.py
 
 clean:
 	rm -rf data benchmarks/out
