@@ -72,7 +72,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from support import log, shared_data  # noqa: E402
+from support import log, rounded, shared_data  # noqa: E402
 
 SITE_SCRIPT = Path(__file__).resolve().parent / "support" / "crawl_site.py"
 USER_AGENT = "llmpipe-bench/0.1"
@@ -313,15 +313,6 @@ def profile_ours(spec: dict, top: int = 25) -> dict:
         log(f"    {own:7.3f}s own {cumulative:7.3f}s cum {calls:8d}x  {name}")
     return result
 
-
-def rounded(value, digits: int = 4):
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v, digits) for v in value]
-    return value
 
 
 def main() -> None:

@@ -106,7 +106,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from support import log, shared_data  # noqa: E402
+from support import log, rounded, shared_data  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -135,15 +135,6 @@ BOILERPLATE = (
 def fmt(value, width: int = 6) -> str:
     return f"{value:{width}.3f}" if isinstance(value, float) else f"{'-':>{width}s}"
 
-
-def rounded(value, digits: int = 4):
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [rounded(v, digits) for v in value]
-    return value
 
 
 # --- memory of a process tree -------------------------------------------------------------------

@@ -42,7 +42,7 @@ from statistics import mean
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from support import log, shared_data  # noqa: E402
+from support import log, rounded, shared_data  # noqa: E402
 
 TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -130,13 +130,6 @@ def timed(pool: ProcessPoolExecutor, fn, pages: list[tuple[str, bytes]]) -> tupl
     texts = list(pool.map(fn, pages, chunksize=4))
     return texts, time.perf_counter() - started
 
-
-def rounded(value, digits: int = 4):
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    return value
 
 
 def main() -> None:

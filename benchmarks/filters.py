@@ -50,7 +50,7 @@ from statistics import mean
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from support import log, shared_data  # noqa: E402
+from support import log, rounded, shared_data  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
 
@@ -305,15 +305,6 @@ def pii_figures() -> dict:
     examples = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return {"examples": len(examples), "overlap": score_pii(examples), "exact": score_pii(examples, match="exact")}
 
-
-def rounded(value, digits: int = 4):
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v, digits) for v in value]
-    return value
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from support import log, shared_data  # noqa: E402
+from support import log, rounded, shared_data  # noqa: E402
 
 PAGES = ("html_trafilatura/eval/*.html.gz", "html_trafilatura/cache/*.html", "html_scrapinghub_aeb/html/*.html.gz",
          "html_mozilla_readability/test-pages/*/source.html.gz")
@@ -183,13 +183,6 @@ def read_only(warcs: Path) -> dict:
         rates[name] = records / best
     return rates
 
-
-def rounded(value, digits: int = 4):
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    return value
 
 
 def main() -> None:

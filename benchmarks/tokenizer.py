@@ -41,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from support import log, shared_data  # noqa: E402
+from support import log, rounded, shared_data  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
@@ -265,15 +265,6 @@ def main() -> None:
     })
     print(json.dumps(rounded(figures)))
 
-
-def rounded(value, digits: int = 4):
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v, digits) for v in value]
-    return value
 
 
 if __name__ == "__main__":

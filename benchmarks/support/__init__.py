@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts (not a benchmark itself): progress on stderr, the shared data folder."""
+"""Shared by the benchmark scripts (not a benchmark itself): progress on stderr, the shared data folder,
+figures rounded for the JSON line."""
 
 from __future__ import annotations
 
@@ -20,3 +21,14 @@ def shared_data() -> Path:
     if not root.is_dir():
         sys.exit(f"shared data not found at {root} (set LLMPIPE_SHARED_DATA)")
     return root
+
+
+def rounded(value, digits: int = 4):
+    """Floats rounded to ``digits``, in nested dicts and lists too: the JSON line stays readable."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
