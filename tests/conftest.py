@@ -40,7 +40,8 @@ def skip_or_fail(reason: str) -> None:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real data folder (``$LLMPIPE_SHARED_DATA``, default ``../shared/data``); skip without it."""
-    path = Path(os.environ.get("LLMPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
+    # Resolved: a symlinked shared folder gives the same paths as the stages, which resolve theirs.
+    path = Path(os.environ.get("LLMPIPE_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
     if not (path / "README.md").is_file():
         skip_or_fail(f"shared data not found at {path} (set LLMPIPE_SHARED_DATA)")
     return path
