@@ -11,7 +11,7 @@ from llm_core.config import parse_config
 from llm_core.crawl import WARC_DIR
 from llm_core.documents import DOCS_DIR, read_documents
 from llm_core.errors import StageError
-from llm_core.stages import run_stage
+from llm_core.stages import get_stage, run_stage
 from llm_core.storage import WORK_PREFIX
 
 
@@ -38,13 +38,16 @@ def test_mixed_sources_land_in_one_documents_table(site, shared_data, spark_conf
     assert output.stats["pages_fetched"] == output.stats["crawl"]["pages_fetched"] >= 30
     assert sorted(p.name for p in (output.path / WARC_DIR).iterdir()) == ["pages-00000.warc.gz"]
     assert not list(output.path.parent.glob(f"{WORK_PREFIX}*")), "the crawl's resumable state is gone once published"
+    corpus.write_text(corpus.read_text() + "\n" + json.dumps({"body": "One more local document. " * 20}))
+    assert get_stage("crawl").key(config, {}) != output.key, "a source file changed in place changes the key"
 
 
 def test_a_source_that_matches_nothing_fails_before_anything_is_published(spark_config, tmp_path):
     config = stage_config(tmp_path, spark_config, warc=[str(tmp_path / "nowhere" / "*.warc.gz")])
     with pytest.raises(StageError, match=r"nowhere/\*\.warc\.gz"):
         run_stage("crawl", config, {})
-    assert not [p for p in (tmp_path / "data" / "crawl").iterdir() if not p.name.endswith(".lock")]
+    crawl_dir = tmp_path / "data" / "crawl"  # the key is computed from the sources: the error comes first
+    assert not crawl_dir.exists() or not [p for p in crawl_dir.iterdir() if not p.name.endswith(".lock")]
 
 
 def test_no_source_is_a_clear_error(spark_config, tmp_path):
