@@ -67,10 +67,12 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
             for stage_task in STAGE_TASKS[: len(stages)]:
                 stage = get_stage(stage_task.name)
                 inputs = {name: outputs[name] for name in stage.inputs}
-                output, status[stage.name] = run_stage_task(stage_task, config, inputs)
-                outputs[stage.name] = output
-                logger.info("%s: %s %s", stage.name, status[stage.name], output.path)
-                tracking.log_stage(run_id, stage, output, stage.config(config), status[stage.name])
+                with tracking.stage_run(run_id, stage.name) as stage_run_id:  # open while the stage runs
+                    output, status[stage.name] = run_stage_task(stage_task, config, inputs)
+                    outputs[stage.name] = output
+                    logger.info("%s: %s %s", stage.name, status[stage.name], output.path)
+                    tracking.log_stage(run_id, stage, output, stage.config(config), status[stage.name],
+                                       run_id=stage_run_id)
                 runs.record_run(**record, state="running", status=status)  # progress, and a heartbeat for gc
 
             if "evaluate" in outputs:
@@ -78,6 +80,7 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
                     config.project.registered_model_name, outputs["train"].key,
                     outputs["train"].file(MODEL_FILE), outputs["tokenizer"].file(TOKENIZER_FILE),
                     metrics={k: outputs["evaluate"].stats[k] for k in ("val_loss", "perplexity", "bits_per_byte")},
+                    lineage=outputs["train"].stats.get("lineage"),
                 )
                 summary["registered_model"] = {"name": config.project.registered_model_name, "version": version,
                                                "new": new}

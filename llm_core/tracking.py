@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from llm_core.config import PipelineConfig, ProjectConfig
 from llm_core.stage import Stage
 from llm_core.storage import STATS_FILE, StageOutput
+from llm_core.train.monitor import LIVE_RUN_ENV
 
 MODEL_KEY_TAG = "llmpipe.model_key"
 
@@ -95,21 +96,58 @@ def pipeline_run(config: PipelineConfig, run_name: str, tags: dict[str, str] | N
         yield run.info.run_id
 
 
-def log_stage(parent_run_id: str, stage: Stage, output: StageOutput, stage_config: BaseModel, status: str) -> str:
-    """One child run for a stage: its config as params, its stats as metrics, the files its
-    row names (``artifacts``: files or folders) as artifacts, its ``history_file`` as metric
-    curves, its ``tables`` as metrics named by their rows."""
+@contextmanager
+def stage_run(parent_run_id: str, stage: str) -> Iterator[str]:
+    """The child run of one stage, opened before the stage runs so that the stage can log to
+    it while it works (training curves, live: ``llm_core.train.monitor``); yields its id.
+
+    The stage's processes find it through ``$LLMPIPE_MLFLOW_RUN_ID`` and ``$MLFLOW_TRACKING_URI``,
+    set for the duration of the stage. A stage that fails marks it FAILED; :func:`log_stage`
+    completes it."""
+    client = MlflowClient()
+    run = client.create_run(client.get_run(parent_run_id).info.experiment_id, run_name=stage,
+                            tags={"mlflow.parentRunId": parent_run_id, "llmpipe.stage": stage,
+                                  "llmpipe.status": "running"})
+    saved = {name: os.environ.get(name) for name in (LIVE_RUN_ENV, "MLFLOW_TRACKING_URI")}
+    os.environ[LIVE_RUN_ENV] = run.info.run_id
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    try:
+        yield run.info.run_id
+    except BaseException:
+        client.set_tag(run.info.run_id, "llmpipe.status", "failed")
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def log_stage(parent_run_id: str, stage: Stage, output: StageOutput, stage_config: BaseModel, status: str,
+              run_id: str | None = None) -> str:
+    """The child run of a stage (``run_id``, opened by :func:`stage_run`, or a new one): its
+    config as params, its stats as metrics, the files its row names (``artifacts``: files or
+    folders) as artifacts, its ``history_file`` as metric curves (unless the stage logged
+    them live: ``logged_live`` in its stats), its ``tables`` as metrics named by their rows,
+    its ``lineage`` (the model it started from) as ``llmpipe.lineage.*`` tags."""
     tags = {"mlflow.parentRunId": parent_run_id, "llmpipe.stage": output.stage,
             "llmpipe.output_key": output.key, "llmpipe.output_path": str(output.path),
             "llmpipe.status": status}
     code = output.stats.get("code")
     if isinstance(code, dict):
         tags["llmpipe.code_source"] = str(code.get("source"))
-    with mlflow.start_run(run_name=output.stage, nested=True, tags=tags) as run:
+    for name, value in (output.stats.get("lineage") or {}).items():
+        tags[f"llmpipe.lineage.{name}"] = str(value)
+    opened = mlflow.start_run(run_id=run_id, nested=True, tags=tags) if run_id else \
+        mlflow.start_run(run_name=output.stage, nested=True, tags=tags)
+    with opened as run:
         mlflow.log_params(flatten(stage_config.model_dump(mode="json")))
         mlflow.log_metrics(numeric_metrics({k: v for k, v in output.stats.items() if k != "code"}, stage.tables))
         history = output.file(stage.history_file) if stage.history_file else None
-        if history is not None and history.is_file():  # a training curve: one metric point per logged step
+        if history is not None and history.is_file() and not (status == "ran" and output.stats.get("logged_live")):
+            # a training curve: one metric point per logged step
             for line in history.read_text().splitlines():
                 record = json.loads(line)
                 step = int(record.pop("step"))
@@ -123,7 +161,7 @@ def log_stage(parent_run_id: str, stage: Stage, output: StageOutput, stage_confi
 
 
 def register_model(model_name: str, model_key: str, model_file: Path, tokenizer_file: Path,
-                   metrics: dict[str, Any]) -> tuple[int, bool]:
+                   metrics: dict[str, Any], lineage: dict[str, str] | None = None) -> tuple[int, bool]:
     """Log the model to the active (pipeline) run and register it, unless this model output is already registered.
 
     Returns the version and whether it was newly registered."""
@@ -145,6 +183,6 @@ def register_model(model_name: str, model_key: str, model_file: Path, tokenizer_
         metadata={"model_key": model_key},
     )
     version = mlflow.register_model(info.model_uri, model_name, tags={MODEL_KEY_TAG: model_key})
-    for name, value in metrics.items():
+    for name, value in {**metrics, **{f"lineage.{k}": v for k, v in (lineage or {}).items()}}.items():
         client.set_model_version_tag(model_name, version.version, name, str(value))
     return int(version.version), True

@@ -78,6 +78,11 @@ class TokenShards:
         self.tokens: int = info["tokens"]
         self.bytes: int = info["bytes"]
 
+    @staticmethod
+    def splits(directory: Path) -> list[str]:
+        """The splits written into ``directory`` (``train``, and ``val`` unless there was too little text)."""
+        return list(json.loads((Path(directory) / META_FILE).read_text())["splits"])
+
     def longest_shard(self) -> int:
         """Tokens in the largest shard: a window longer than this cannot be drawn."""
         return max((len(s) for s in self.shards), default=0)

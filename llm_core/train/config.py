@@ -1,4 +1,8 @@
-"""The train stage's settings (``train:`` in the pipeline YAML), the model's shape included."""
+"""The train stage's settings (``train:`` in the pipeline YAML), the model's shape included.
+
+Sub-sections group what belongs together (``checkpoint``, ``validation``, ``cost``); the
+optimisation settings stay flat, as in nanoGPT's and DeepSpeed's configs.
+"""
 
 from __future__ import annotations
 
@@ -24,21 +28,74 @@ class ModelConfig(Section):
         return self
 
 
+class CheckpointConfig(Section):
+    """Periodic checkpoints, what a crashed or retried run resumes from (model, optimizer,
+    scheduler, data position, RNG state). They live beside the output being built
+    (``<train>/.work-<key>/checkpoints``), so a retry or a rerun of the same config finds them."""
+
+    every_steps: int = Field(100, ge=0)  # 0: only the final one
+    keep_last: int = Field(2, ge=1)
+    resume: bool = True  # continue from the latest complete checkpoint of this output, if any
+
+
+class ValidationConfig(Section):
+    """Validation loss on the tokenizer's ``val`` split during training, and early stopping on it."""
+
+    every_steps: int = Field(0, ge=0)  # 0: no validation during training
+    batches: int = Field(8, ge=1)  # micro-batches of windows, the same ones at every evaluation
+    patience: int | None = Field(None, ge=1)  # evaluations without improvement before stopping; None: never stop early
+    min_delta: float = Field(0.0, ge=0)  # an improvement smaller than this does not count
+    export: Literal["best", "last"] = "best"  # which weights become model.pt when validation runs
+
+
+class CostConfig(Section):
+    """Figures for the cost estimate logged before and after the run (all optional)."""
+
+    peak_tflops: float | None = Field(None, gt=0)  # per device; None: looked up for known GPUs (MFU needs it)
+    power_w: float | None = Field(None, gt=0)  # per device; NVML's measurement is used where available
+    price_per_kwh: float | None = Field(None, ge=0)
+    price_per_hour: float | None = Field(None, ge=0)  # per device, e.g. a cloud GPU's hourly rate
+    tokens_per_s: float | None = Field(None, gt=0)  # expected throughput for the estimate before the run
+
+
 class TrainConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     zero_stage: int = Field(2, ge=0, le=3)
     offload_optimizer: bool = False
+    offload_params: bool = False  # ZeRO-3 only
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     micro_batch_size: int = Field(8, ge=1)
     grad_accum_steps: int = Field(2, ge=1)
+    # When set, the accumulation steps follow from it: global = micro × accumulation × processes.
+    global_batch_size: int | None = Field(None, ge=1)
     max_steps: int = Field(200, ge=1)
+    max_time_s: float | None = Field(None, gt=0)  # stop (and export) once this much training time has passed
+    optimizer: Literal["adamw", "lamb"] = "adamw"
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     warmup_steps: int = Field(20, ge=0)
+    decay_fraction: float = Field(0.2, gt=0, le=1)  # wsd: the last fraction of steps decays to min_lr
     weight_decay: float = Field(0.1, ge=0)
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = Field(1.0, ge=0)
+    # A non-finite loss or gradient norm: stop with the step and the last good checkpoint; skip
+    # the batch (a non-finite loss: its backward never runs; a non-finite gradient, whose update
+    # is already applied, rolls back); or roll back to the last checkpoint with the learning
+    # rate times rollback_lr_factor (the data sampler moves on: other batches follow).
+    on_nonfinite: Literal["stop", "skip", "rollback"] = "stop"
+    rollback_lr_factor: float = Field(0.5, gt=0, le=1)
+    max_rollbacks: int = Field(3, ge=1)
+    # Weights to start from instead of random ones: an earlier train output (its folder or its
+    # model.pt) or a registered model (models:/NAME/VERSION, models:/NAME@ALIAS).
+    init_from: str | None = None
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+    tensorboard: bool = True
+    # One step through DeepSpeed's FLOPs profiler and a short torch.profiler trace, as artifacts.
+    profile: bool = False
     seed: int = 1337
     log_every: int = Field(10, ge=1)
     # Processes on this node (CPU: gloo; GPU: one per device, NCCL).
@@ -52,4 +109,20 @@ class TrainConfig(Section):
             raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage 3")
+        if self.offload_optimizer and self.optimizer != "adamw":
+            raise ValueError("offload_optimizer runs DeepSpeed's CPU Adam: it needs optimizer adamw")
+        if self.validation.patience and not self.validation.every_steps:
+            raise ValueError("validation.patience needs validation.every_steps > 0")
         return self
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro-batches per optimizer step on each process, from ``global_batch_size`` when set."""
+        if self.global_batch_size is None:
+            return self.grad_accum_steps
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise ValueError(f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "
+                             f"{self.micro_batch_size} × {world_size} processes = {per_step}")
+        return self.global_batch_size // per_step

@@ -31,9 +31,12 @@ from llm_core.train.config import TrainConfig
 from llm_core.errors import StageError
 from llm_core.models import GPT, GPTConfig
 from llm_core.tokenizer.shards import TokenShards
-from llm_core.train.worker import METRICS_FILE, MODEL_FILE, TRAIN_STATS_FILE
+from llm_core.train.init import InitialWeights
+from llm_core.train.schedule import schedule_plot
+from llm_core.train.worker import FAILURE_FILE, METRICS_FILE, MODEL_FILE, TRAIN_STATS_FILE
 
 STAGE = "train"
+SCHEDULE_PLOT = "lr_schedule.png"
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -198,12 +201,37 @@ def run_workers(command: list[str], env: dict[str, str], log_path: Path) -> tupl
             proc.stdout.close()
 
 
-def train(config: TrainConfig, shards_dir: Path, out_dir: Path) -> dict[str, Any]:
+def check_before_start(config: TrainConfig, shards_dir: Path) -> None:
+    """What would fail in the workers, failed here with a clear error before any starts (not retried)."""
     check_enough_tokens(config, shards_dir)
+    try:
+        config.accumulation(config.nproc_per_node)
+    except ValueError as exc:
+        raise StageError(STAGE, str(exc)) from None
+    if config.validation.every_steps:
+        val = TokenShards(shards_dir, "val") if "val" in TokenShards.splits(shards_dir) else None
+        if val is None or val.longest_shard() <= config.model.block_size + 1:
+            raise StageError(STAGE, "validation during training needs a val split with more than "
+                             f"train.model.block_size + 1 = {config.model.block_size + 1} tokens in one shard; "
+                             "raise tokenizer.val_fraction or set train.validation.every_steps: 0")
+
+
+def train(config: TrainConfig, shards_dir: Path, out_dir: Path, work_dir: Path | None = None,
+          init: InitialWeights | None = None) -> dict[str, Any]:
+    """Train into ``out_dir``; checkpoints and the live metrics go to ``work_dir`` (default
+    ``out_dir/work``), where a rerun of the same job finds them and resumes. ``init``: the
+    weights to start from (:func:`llm_core.train.init.initial_weights`)."""
+    check_before_start(config, shards_dir)
+    work_dir = Path(work_dir) if work_dir is not None else out_dir / "work"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if init is not None:
+        init.check_shape(config, TokenShards(shards_dir, "train").vocab_size)
     job_file = out_dir / "job.json"
     job_file.write_text(json.dumps({
         "config": config.model_dump(mode="json"), "shards_dir": str(shards_dir), "out_dir": str(out_dir),
+        "work_dir": str(work_dir), "init_file": str(init.file) if init else None,
     }, indent=2))
+    schedule_plot(config, out_dir / SCHEDULE_PLOT)
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")
@@ -215,11 +243,17 @@ def train(config: TrainConfig, shards_dir: Path, out_dir: Path) -> dict[str, Any
     log.info("train: %s", " ".join(command))
     returncode, tail = run_workers(command, env, out_dir / "train.log")
     if returncode != 0:
+        failure = out_dir / FAILURE_FILE
+        if failure.is_file():  # the run stopped itself (a non-finite loss...): its reason, not a traceback
+            raise StageError(STAGE, json.loads(failure.read_text())["message"], retryable=False)
         transient = failure_is_transient(returncode, "\n".join(tail))
         why = "a worker was killed or lost its peers (worth a retry)" if transient else "a worker failed (not retried)"
         raise StageError(STAGE, f"training processes exited with code {returncode}: {why}; see "
                          f"{out_dir / 'train.log'}. torchrun reported:\n{failure_report(tail)}", retryable=transient)
-    return json.loads((out_dir / TRAIN_STATS_FILE).read_text())
+    stats = json.loads((out_dir / TRAIN_STATS_FILE).read_text())
+    if init is not None:
+        stats["lineage"] = init.lineage
+    return stats
 
 
 def load_model(model_file: Path, device: str = "cpu") -> GPT:

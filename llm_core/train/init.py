@@ -1,0 +1,88 @@
+"""Weights to continue training from: an earlier train output or a registered MLflow model.
+
+``train.init_from`` names either a train output (its folder or its ``model.pt``) or a model
+in the MLflow registry (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``). Either way the
+weights are written as a plain ``{"config", "state_dict"}`` file the workers load before
+DeepSpeed starts, and the parent is recorded (``lineage``) for the train run's tags and the
+registered model's. Everything that can be wrong with it (a model that does not exist, a
+shape that is not the configured one) fails here, before any worker starts.
+
+An alias is resolved when the stage runs; the output key holds the URI as written, so name
+a version (or a train output) to make a run reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm_core.errors import StageError
+from llm_core.train.config import TrainConfig
+
+INIT_FILE = "init.pt"
+MODELS_SCHEME = "models:/"
+
+
+@dataclass(frozen=True)
+class InitialWeights:
+    file: Path  # {"config": GPTConfig.to_dict(), "state_dict": ...}
+    config: dict[str, Any]
+    lineage: dict[str, str]
+
+    def check_shape(self, train: TrainConfig, vocab_size: int) -> None:
+        m = train.model
+        wanted = {"vocab_size": vocab_size, "block_size": m.block_size, "n_layer": m.n_layer, "n_head": m.n_head,
+                  "n_embd": m.n_embd, "bias": m.bias}
+        differ = {k: (self.config.get(k), v) for k, v in wanted.items() if self.config.get(k) != v}
+        if differ:
+            what = ", ".join(f"{k}: {have} there, {want} here" for k, (have, want) in differ.items())
+            raise StageError("train", f"train.init_from {self.lineage['init_from']} has another shape than "
+                             f"this run's model ({what}); continued training needs the same model and tokenizer")
+
+
+def local_model_file(init_from: str) -> Path | None:
+    """The ``model.pt`` an ``init_from`` path names (None for a registry URI)."""
+    if init_from.startswith(MODELS_SCHEME):
+        return None
+    path = Path(init_from).expanduser()
+    return path / "model.pt" if path.is_dir() else path
+
+
+def initial_weights(init_from: str, work_dir: Path) -> InitialWeights:
+    """Resolve ``init_from`` into a weights file under ``work_dir`` (MLflow must be configured
+    for a registry URI: the caller does it)."""
+    local = local_model_file(init_from)
+    if local is not None:
+        if not local.is_file():
+            raise StageError("train", f"train.init_from: {local} does not exist (name a train output or its model.pt)")
+        saved = torch.load(local, map_location="cpu", weights_only=True)
+        return InitialWeights(local, saved["config"], {"init_from": init_from, "parent_model_file": str(local)})
+    return _registered(init_from, Path(work_dir))
+
+
+def _registered(uri: str, work_dir: Path) -> InitialWeights:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    name, sep, version = uri[len(MODELS_SCHEME):].partition("/")
+    alias = None
+    if not sep:
+        name, _, alias = name.partition("@")
+    client = MlflowClient()
+    try:
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        model = mlflow.pytorch.load_model(f"{MODELS_SCHEME}{name}/{found.version}", map_location="cpu")
+    except MlflowException as exc:
+        raise StageError("train", f"train.init_from {uri}: no such registered model version "
+                         f"({exc.message.splitlines()[0]})") from None
+    work_dir.mkdir(parents=True, exist_ok=True)
+    file = work_dir / INIT_FILE
+    config = model.config.to_dict()
+    torch.save({"config": config, "state_dict": model.state_dict()}, file)
+    lineage = {"init_from": uri, "parent_model": name, "parent_model_version": str(found.version),
+               "parent_run_id": found.run_id or ""}
+    return InitialWeights(file, config, lineage)
