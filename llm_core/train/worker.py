@@ -110,6 +110,7 @@ class Trainer:
     def __init__(self, job: dict[str, Any]):
         self.config = config = TrainConfig.model_validate(job["config"])
         self.shards_dir, self.out_dir, self.work_dir = Path(job["shards_dir"]), Path(job["out_dir"]), Path(job["work_dir"])
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         self.cuda = torch.cuda.is_available()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.fault = parse_fault()
