@@ -250,9 +250,17 @@ def test_deepspeed_config_follows_the_train_config():
     assert ds["zero_optimization"] == {"stage": 3}
     assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
     assert (ds["gradient_accumulation_steps"], ds["gradient_clipping"]) == (4, 0.5)
-    assert ds["scheduler"]["params"]["cos_min_ratio"] == pytest.approx(0.1)
+    assert "scheduler" not in ds, "the worker's LambdaLR over llm_core.train.schedule.lr_at"
     assert ds["optimizer"]["params"]["torch_adam"] and "fused" not in ds["optimizer"]["params"]
     assert deepspeed_config(config, cuda=True)["optimizer"]["params"]["fused"] is True
     offload = deepspeed_config(config.model_copy(update={"offload_optimizer": True}), cuda=True)
     assert offload["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert not offload["optimizer"]["params"]["torch_adam"] and "fused" not in offload["optimizer"]["params"]
+    lamb = config.model_copy(update={"optimizer": "lamb"})
+    assert "optimizer" not in deepspeed_config(lamb) and deepspeed_config(lamb)["zero_allow_untested_optimizer"], \
+        "CPU: our Lamb, passed to deepspeed.initialize"
+    assert deepspeed_config(lamb, cuda=True)["optimizer"]["type"] == "Lamb", "GPU: DeepSpeed's FusedLamb"
+    profiled = deepspeed_config(config, profile_file="/tmp/profile.txt")["flops_profiler"]
+    assert profiled["enabled"] and profiled["output_file"] == "/tmp/profile.txt"
+    sized = config.model_copy(update={"global_batch_size": 64, "micro_batch_size": 8})
+    assert deepspeed_config(sized, world_size=2)["gradient_accumulation_steps"] == 4

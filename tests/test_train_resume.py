@@ -13,7 +13,8 @@ from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train import MODEL_FILE, train
 from llm_core.train.init import initial_weights
 from llm_core.train.schedule import lr_at
-from llm_core.train.worker import FAULT_ENV, METRICS_FILE
+from llm_core.train.guards import FAULT_ENV
+from llm_core.train.monitor import METRICS_FILE
 from helpers import tokenized_shakespeare
 
 TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32)
@@ -240,3 +241,29 @@ def test_every_cpu_technique_trains_on_two_processes(shards, tmp_path):
     profiled = tmp_path / "zero2-fp32-lamb-constant-profiled"
     assert "Flops Profiler" in (profiled / "flops_profile.txt").read_text()
     assert json.loads((profiled / TRACE_FILE).read_text())["traceEvents"], "a torch.profiler trace"
+
+
+def test_a_retried_train_stage_resumes_from_its_own_checkpoints(shards, tmp_path, monkeypatch):
+    """Through the stage (what a retried Prefect task calls): the first attempt dies at step 15,
+    the retry resumes from step 10's checkpoint in the output's work folder, and once the
+    output is published the work folder is gone."""
+    from llm_core.config import parse_config
+    from llm_core.stages import run_stage
+    from llm_core.storage import StageOutput, WORK_PREFIX
+
+    tokenizer = StageOutput(stage="tokenizer", key="t" * 16, path=shards.parent, stats={})
+    config = parse_config({"project": {"data_root": str(tmp_path / "data")},
+                           "train": {**BASE, "model": TINY.model_dump(), "max_steps": 20,
+                                     "checkpoint": {"every_steps": 10}}}).for_run()
+    monkeypatch.setenv(FAULT_ENV, "kill@15")
+    with pytest.raises(StageError) as info:
+        run_stage("train", config, {"tokenizer": tokenizer})
+    assert info.value.retryable
+    (work,) = (tmp_path / "data" / "train").glob(f"{WORK_PREFIX}*")
+    assert (work / "checkpoints" / "step-00000010").is_dir()
+
+    monkeypatch.delenv(FAULT_ENV)
+    output = run_stage("train", config, {"tokenizer": tokenizer})
+    assert output.stats["resumed_from_steps"] == [10] and output.stats["steps"] == 20
+    assert not work.exists(), "the work folder goes once the output is in place"
+    assert (output.path / MODEL_FILE).is_file()

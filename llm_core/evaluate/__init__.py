@@ -3,7 +3,7 @@
 from llm_core.evaluate.lm import REPORT_JSON, REPORT_MD, evaluate
 from llm_core.stage import Stage
 from llm_core.tokenizer.train import SHARDS_DIR, TOKENIZER_FILE
-from llm_core.train.launch import MODEL_FILE
+from llm_core.train.worker import MODEL_FILE
 
 STAGE = Stage(
     "evaluate", package=__name__, inputs=("tokenizer", "train"),

@@ -10,8 +10,9 @@ from llm_core.storage import work_dir
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train.ds_config import FLOPS_PROFILE_FILE
 from llm_core.train.init import initial_weights, local_model_file
-from llm_core.train.launch import METRICS_FILE, MODEL_FILE, SCHEDULE_PLOT, TRAIN_STATS_FILE, load_model, train
-from llm_core.train.worker import TENSORBOARD_DIR, TRACE_FILE
+from llm_core.train.launch import SCHEDULE_PLOT, load_model, train
+from llm_core.train.monitor import METRICS_FILE
+from llm_core.train.worker import MODEL_FILE, TENSORBOARD_DIR, TRACE_FILE, TRAIN_STATS_FILE
 
 if TYPE_CHECKING:
     from llm_core.config import PipelineConfig, TrainConfig

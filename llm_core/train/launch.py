@@ -27,13 +27,14 @@ from typing import Any, Callable
 import psutil  # a dependency of deepspeed
 import torch
 
+from llm_core.train import cost
 from llm_core.train.config import TrainConfig
 from llm_core.errors import StageError
 from llm_core.models import GPT, GPTConfig
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.train.init import InitialWeights
 from llm_core.train.schedule import schedule_plot
-from llm_core.train.worker import FAILURE_FILE, METRICS_FILE, MODEL_FILE, TRAIN_STATS_FILE
+from llm_core.train.worker import FAILURE_FILE, TRAIN_STATS_FILE
 
 STAGE = "train"
 SCHEDULE_PLOT = "lr_schedule.png"
@@ -216,6 +217,30 @@ def check_before_start(config: TrainConfig, shards_dir: Path) -> None:
                              "raise tokenizer.val_fraction or set train.validation.every_steps: 0")
 
 
+def log_estimate(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
+    """The run's FLOPs, and its time, energy and cost at ``train.cost.tokens_per_s`` when given,
+    logged before any worker starts (the worker reports the measured figures beside them)."""
+    m = config.model
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        params = GPT(GPTConfig(vocab_size=vocab_size, block_size=m.block_size, n_layer=m.n_layer, n_head=m.n_head,
+                               n_embd=m.n_embd, bias=m.bias)).num_params()
+    per_token = cost.flops_per_token(params, m.n_layer, m.n_embd, m.block_size)
+    tokens = config.max_steps * config.micro_batch_size * config.accumulation(config.nproc_per_node) \
+        * m.block_size * config.nproc_per_node
+    c = config.cost
+    if c.tokens_per_s is None:
+        log.info("train: %s parameters, %.3g FLOPs over %s tokens (set train.cost.tokens_per_s for a time and "
+                 "cost estimate)", f"{params:,}", per_token * tokens, f"{tokens:,}")
+        return {"flops_total": per_token * tokens}
+    devices = config.nproc_per_node
+    estimate = cost.estimate_run(tokens, per_token, c.tokens_per_s, c.power_w * devices if c.power_w else None,
+                                 c.price_per_kwh, c.price_per_hour * devices if c.price_per_hour is not None else None)
+    log.info("train: %s parameters, %.3g FLOPs over %s tokens: %.0f s at %s tokens/s, energy %s kWh, cost %s",
+             f"{params:,}", estimate["flops_total"], f"{tokens:,}", estimate["time_s"], c.tokens_per_s,
+             *("unknown" if v is None else f"{v:.3g}" for v in (estimate["energy_kwh"], estimate["cost"])))
+    return estimate
+
+
 def train(config: TrainConfig, shards_dir: Path, out_dir: Path, work_dir: Path | None = None,
           init: InitialWeights | None = None) -> dict[str, Any]:
     """Train into ``out_dir``; checkpoints and the live metrics go to ``work_dir`` (default
@@ -226,6 +251,7 @@ def train(config: TrainConfig, shards_dir: Path, out_dir: Path, work_dir: Path |
     work_dir.mkdir(parents=True, exist_ok=True)
     if init is not None:
         init.check_shape(config, TokenShards(shards_dir, "train").vocab_size)
+    before = log_estimate(config, TokenShards(shards_dir, "train").vocab_size)
     job_file = out_dir / "job.json"
     job_file.write_text(json.dumps({
         "config": config.model_dump(mode="json"), "shards_dir": str(shards_dir), "out_dir": str(out_dir),
@@ -251,6 +277,7 @@ def train(config: TrainConfig, shards_dir: Path, out_dir: Path, work_dir: Path |
         raise StageError(STAGE, f"training processes exited with code {returncode}: {why}; see "
                          f"{out_dir / 'train.log'}. torchrun reported:\n{failure_report(tail)}", retryable=transient)
     stats = json.loads((out_dir / TRAIN_STATS_FILE).read_text())
+    stats["cost"]["before_run"] = before
     if init is not None:
         stats["lineage"] = init.lineage
     return stats

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 LIVE_RUN_ENV = "LLMPIPE_MLFLOW_RUN_ID"
+METRICS_FILE = "metrics.jsonl"
 METRIC_PREFIX = "train/"
 log = logging.getLogger(__name__)
 

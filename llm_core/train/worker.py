@@ -11,8 +11,7 @@ Every decision that changes the control flow (stop, roll back, skip) is taken fr
 all ranks agree on (an all-reduced flag or loss), so no rank waits on a collective the
 others left.
 
-``$LLMPIPE_TRAIN_FAULT`` injects a fault for tests: ``nan_loss@N``, ``nan_grad@N`` (a NaN
-in the loss or in the gradients at step N) or ``kill@N`` (rank 0 SIGKILLs itself at step N).
+``$LLMPIPE_TRAIN_FAULT`` injects a fault for tests (:mod:`llm_core.train.guards`).
 """
 
 from __future__ import annotations
@@ -39,22 +38,18 @@ from llm_core.train.checkpoints import BEST, Checkpoints, step_tag
 from llm_core.train.config import TrainConfig
 from llm_core.train.ds_config import FLOPS_PROFILE_FILE, PROFILE_STEP, deepspeed_config, needs_client_optimizer
 from llm_core.train.export import fp32_state_dict, replica_digest
-from llm_core.train.monitor import Monitor, progress_line
+from llm_core.train.guards import NanGradient, TrainingStopped, all_finite, parse_fault, rank0_says
+from llm_core.train.monitor import METRICS_FILE, Monitor, progress_line
+from llm_core.train.report import run_stats
 from llm_core.train.schedule import lr_factor
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_TAG = "final"
 MODEL_FILE = "model.pt"
 TRAIN_STATS_FILE = "train_stats.json"
-METRICS_FILE = "metrics.jsonl"
 FAILURE_FILE = "failure.json"  # why a run stopped itself, for the launcher's error message
 TENSORBOARD_DIR = "tensorboard"
 TRACE_FILE = "torch_trace.json"
-FAULT_ENV = "LLMPIPE_TRAIN_FAULT"
-
-
-class TrainingStopped(Exception):
-    """A run that stops itself for a reason the user must see (written to ``failure.json``)."""
 
 
 @dataclass
@@ -70,40 +65,6 @@ class TrainerState:
     rollbacks: int = 0
     lr_scale: float = 1.0  # product of the rollbacks' factors
     resumed_from: list[int] = field(default_factory=list)
-
-
-def all_finite(value: torch.Tensor | float, device) -> bool:
-    """Whether ``value`` is finite on every rank (one all-reduce)."""
-    flag = torch.tensor([1.0 if torch.isfinite(torch.as_tensor(value)).all() else 0.0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def rank0_says(condition: bool, device) -> bool:
-    """Rank 0's ``condition`` on every rank (a wall-clock decision must not differ between ranks)."""
-    flag = torch.tensor([1.0 if condition else 0.0], device=device)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
-
-
-class _NanGradient(torch.autograd.Function):
-    """Identity forward, NaN backward: a non-finite gradient under a finite loss (fault injection)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("nan")
-
-
-def parse_fault() -> tuple[str, int] | None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return None
-    kind, _, step = spec.partition("@")
-    return kind, int(step)
 
 
 class Trainer:
@@ -148,7 +109,7 @@ class Trainer:
         import deepspeed
 
         config, cuda = self.config, self.cuda
-        profile_file = str(self.out_dir / FLOPS_PROFILE_FILE) if config.profile and self.rank == 0 else None
+        profile_file = str(self.out_dir / FLOPS_PROFILE_FILE) if config.profile else None  # written by rank 0
         groups = self.model.param_groups(config.weight_decay)
         optimizer = None
         if needs_client_optimizer(config, cuda):
@@ -245,7 +206,7 @@ class Trainer:
             x, y = batch[:, :-1].to(self.device), batch[:, 1:].to(self.device)
             _, loss = self.engine(x, y)
             if self.fault is not None and self.fault[1] == step and self.fault[0] in ("nan_loss", "nan_grad"):
-                loss = loss * float("nan") if self.fault[0] == "nan_loss" else _NanGradient.apply(loss)
+                loss = loss * float("nan") if self.fault[0] == "nan_loss" else NanGradient.apply(loss)
                 self.fault = None  # once: a skipped batch or a rollback then goes on
             if not all_finite(loss.detach(), self.device):
                 if config.on_nonfinite == "skip" and skipped_in_a_row < 10 * self.accumulation:
@@ -296,7 +257,7 @@ class Trainer:
             "lr": self.engine.get_lr()[0],
             "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
             "tokens_per_s": tokens_per_s,
-            "peak_memory_mb": self._peak_memory_mb(),
+            "peak_memory_mb": self.peak_memory_mb(),
         }
         if self.config.precision == "fp16":
             figures["loss_scale"] = float(self.engine.optimizer.cur_scale)
@@ -304,7 +265,7 @@ class Trainer:
             figures["mfu"] = cost.mfu(tokens_per_s, self.flops_per_token, self.peak_tflops, self.world)
         return figures
 
-    def _peak_memory_mb(self) -> float:
+    def peak_memory_mb(self) -> float:
         if self.cuda:
             return torch.cuda.max_memory_allocated() / 2**20
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
@@ -350,66 +311,9 @@ class Trainer:
             self.monitor.close()
             torch.save({"config": self.model.config.to_dict(), "state_dict": weights}, self.out_dir / MODEL_FILE)
             (self.out_dir / METRICS_FILE).write_text((self.work_dir / METRICS_FILE).read_text())
-            (self.out_dir / TRAIN_STATS_FILE).write_text(json.dumps(self._stats(
-                stopped_by, exported, digests, steps_this_attempt, seconds), indent=2))
+            (self.out_dir / TRAIN_STATS_FILE).write_text(json.dumps(run_stats(
+                self, stopped_by, exported, digests, steps_this_attempt, seconds), indent=2))
         dist.barrier()
-
-    def _stats(self, stopped_by: str, exported: int, digests: list, steps_this_attempt: int,
-               seconds: float) -> dict[str, Any]:
-        config, state = self.config, self.state
-        records = [json.loads(line) for line in (self.work_dir / METRICS_FILE).read_text().splitlines()]
-        losses = [r["loss"] for r in records if "loss" in r]
-        tokens_per_s = steps_this_attempt * self.tokens_per_step / max(seconds, 1e-9)
-        stats = {
-            "steps": state.step,
-            "stopped_by": stopped_by,
-            "exported_step": exported,
-            "world_size": self.world,
-            "params": self.params,
-            "micro_batch_size": config.micro_batch_size,
-            "grad_accum_steps": self.accumulation,
-            "global_batch_size": config.micro_batch_size * self.accumulation * self.world,
-            "tokens_per_step": self.tokens_per_step,
-            "tokens_seen": state.step * self.tokens_per_step,
-            "final_loss": losses[-1] if losses else None,
-            "best_val_loss": state.best_val_loss,
-            "best_step": state.best_step,
-            "train_s": round(state.train_s, 3),
-            "tokens_per_s": round(tokens_per_s, 1),
-            "flops_per_token": self.flops_per_token,
-            "peak_memory_mb": round(self._peak_memory_mb(), 1),
-            "skipped_batches": state.skipped_batches,
-            "rollbacks": state.rollbacks,
-            "resumed_from_steps": state.resumed_from,
-            "replica_digests": digests,
-            "device": str(self.device),
-            "logged_live": self.monitor.logged_live,
-        }
-        if self.peak_tflops:
-            stats["mfu"] = round(cost.mfu(tokens_per_s, self.flops_per_token, self.peak_tflops, self.world), 4)
-        stats["cost"] = self._cost(tokens_per_s)
-        return stats
-
-    def _cost(self, tokens_per_s: float) -> dict[str, Any]:
-        """The estimate for the whole configured run (at the configured throughput when given,
-        else at this run's) beside what this run measured: time, energy (NVML where the GPUs
-        report it, else the configured power), money."""
-        c, devices = self.config.cost, self.world
-        power = c.power_w * devices if c.power_w else None
-        prices = (c.price_per_kwh, c.price_per_hour * devices if c.price_per_hour is not None else None)
-        planned = cost.estimate_run(self.config.max_steps * self.tokens_per_step, self.flops_per_token,
-                                    c.tokens_per_s or tokens_per_s, power, *prices)
-        measured = cost.estimate_run(self.state.step * self.tokens_per_step, self.flops_per_token, tokens_per_s,
-                                     power, *prices)
-        measured["time_s"] = self.state.train_s
-        if self.energy_kwh is not None:
-            measured["energy_kwh"] = self.energy_kwh
-            measured["power_source"] = "nvml"
-            if c.price_per_kwh is not None:
-                measured["cost"] = self.energy_kwh * c.price_per_kwh + (
-                    self.state.train_s / 3600 * prices[1] if prices[1] is not None else 0.0)
-        return {"estimate": planned, "measured": measured, "estimate_throughput": "configured" if c.tokens_per_s
-                else "measured"}
 
 
 def write_failure(out_dir: Path, message: str) -> None:
