@@ -30,8 +30,8 @@ def judged_pairs(shared_data, lo, hi):
             if lo <= float(r["metadata_parsed"]["S3"]) <= hi and len(r["src_doc"].split()) > 50]
 
 
-def make_docs(texts, urls=None, fetched=None):
-    rows = [{"id": f"d{i}", "url": (urls[i] if urls else f"http://x/{i}"), "source": "test", "text": t,
+def make_docs(texts, urls=None, fetched=None, prefix=""):
+    rows = [{"id": f"{prefix}d{i}", "url": (urls[i] if urls else f"http://x/{i}"), "source": "test", "text": t,
              "fetched_at": fetched[i] if fetched else None} for i, t in enumerate(texts)]
     return pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
 
@@ -43,6 +43,86 @@ def run_stage(tmp_path, table, config=DedupeConfig(), spark_config=None):
     kept = read_documents(tmp_path / "out" / DOCS_DIR).drop_columns(["text"]).to_pylist()
     rejected = read_documents(tmp_path / "out" / REJECTED_DIR).drop_columns(["text"]).to_pylist()
     return stats, kept, rejected
+
+
+# --- one stage run (default settings) that several tests below only read ----------------------
+# A stage run costs 10-25 s of Spark jobs whatever its size, so the tests that check verdicts of a
+# run with the default settings share one: each gives it a group of documents under its own id
+# prefix and URL host. No group repeats or resembles another (no pair across groups comes near
+# the threshold), so each group's verdicts are those of a run of its own; within a group the ids
+# keep their order, so the keep rule's tie-breaks and the dup_cluster names are unchanged.
+
+def keeper_group(shared_data):
+    """m and z are exact copies, m is kept by the exact pass, then m loses the near pass to
+    the longer b."""
+    words = (shared_data / "text_sentencepiece_novels" / "botchan.txt").read_text().split()[2000:2300]
+    a, b = " ".join(words), " ".join(words[:150] + ["inserted"] + words[150:])
+    return [("m", a), ("z", a.upper()), ("b", b)]
+
+
+def copies_group(shared_data):
+    """m is kept over its exact copy z, then kept again over its near copy b."""
+    words = (shared_data / "text_sentencepiece_novels" / "botchan.txt").read_text().split()[3000:3300]
+    a, b = " ".join(words) + " and a longer ending", " ".join(words[:150] + ["inserted"] + words[150:])
+    return [("m", a), ("z", a.upper()), ("b", b)]
+
+
+def cluster_group(shared_data):
+    """Judged near pairs, an exact copy and a URL duplicate (the standalone cluster's check)."""
+    pairs = judged_pairs(shared_data, 0.9, 1.0)[:12]
+    texts = [t for r in pairs for t in (r["src_doc"], r["target_doc"])]
+    texts += [texts[0].upper(), texts[5] + "!"]
+    urls = [f"http://s/{i}" for i in range(len(texts) - 1)] + ["http://S/3#again"]
+    return texts, urls
+
+
+def bad_group(shared_data):
+    """Empty, missing, one-word, junk-character, identical and 10 MB documents, and (d5) a text
+    column holding bytes that are not UTF-8 (a lone surrogate, as CESU-8 writes it)."""
+    novel = (shared_data / "text_tinyshakespeare").glob("*")
+    big = next(p for p in sorted(novel) if p.is_file() and p.stat().st_size > 100_000).read_text(errors="replace")
+    big = (big * (10_000_000 // len(big) + 1))[:10_000_000]
+    texts = ["", None, "word", "word", "bad \ufffd text\x00 with\x07 control characters " * 5,
+             "bad text with control characters " * 5, big] + ["all the same document " * 20] * 5
+    raw = [t.encode() if t is not None else None for t in texts]
+    raw[5] = b"bad \xed\xa0\x80 text with control characters " * 5
+    return texts, raw
+
+
+class SharedRun:
+    """The shared run's input folder, output folder, statistics and verdicts (texts left out)."""
+
+    def __init__(self, docs, out, stats, kept, rejected, docs_in):
+        self.docs, self.out, self.stats, self.kept, self.rejected, self.docs_in = docs, out, stats, kept, rejected, docs_in
+
+    def group(self, prefix):
+        """(kept, rejected) of one group, ids and dup_of/dup_cluster without the group's prefix."""
+        def strip(r):
+            return {**r, **{k: r[k][len(prefix):] for k in ("id", "dup_of", "dup_cluster") if r.get(k)}}
+
+        def mine(rows):
+            return [strip(r) for r in rows if r["id"].startswith(prefix)]
+
+        for r in self.kept + self.rejected:  # a group's documents name documents of that group only
+            assert all(r[k].startswith(r["id"][:2]) for k in ("dup_of", "dup_cluster") if r.get(k)), r
+        return mine(self.kept), mine(self.rejected)
+
+
+@pytest.fixture(scope="module")
+def shared_run(shared_data, spark_config, tmp_path_factory):
+    tables = []
+    for prefix, group in (("k-", keeper_group(shared_data)), ("c-", copies_group(shared_data))):
+        tables.append(pa.Table.from_pylist([{"id": prefix + i, "url": f"http://{prefix[0]}/{i}", "text": t} for i, t in group],
+                                           schema=DOCUMENT_SCHEMA))
+    texts, urls = cluster_group(shared_data)
+    tables.append(make_docs(texts, urls, prefix="s-"))
+    texts, raw = bad_group(shared_data)
+    bad = make_docs(texts, [f"http://b/{i}" for i in range(len(texts))], prefix="b-")
+    tables.append(bad.set_column(bad.schema.get_field_index("text"), "text", pa.array(raw, pa.binary()).view(pa.string())))
+    table = pa.concat_tables(tables)
+    root = tmp_path_factory.mktemp("shared-run")
+    stats, kept, rejected = run_stage(root, table, DedupeConfig(), spark_config)
+    return SharedRun(root / "in", root / "out", stats, kept, rejected, table.num_rows)
 
 
 # --- shingles and signatures: no Spark -------------------------------------------------
@@ -195,46 +275,47 @@ def test_empty_input_is_a_clear_error(tmp_path, spark_config):
         dedupe(DedupeConfig(), spark_config, tmp_path / "in", tmp_path / "out")
 
 
-def test_bad_input_loses_nothing(tmp_path, shared_data, spark_config):
+def test_bad_input_loses_nothing(shared_run, shared_data):
     """Empty, one-word, junk-character, identical and 10 MB documents: each kept or
-    rejected with a reason, and the big one costs no crash."""
-    novel = (shared_data / "text_tinyshakespeare").glob("*")
-    big = next(p for p in sorted(novel) if p.is_file() and p.stat().st_size > 100_000).read_text(errors="replace")
-    big = (big * (10_000_000 // len(big) + 1))[:10_000_000]
-    texts = ["", None, "word", "word", "bad \ufffd text\x00 with\x07 control characters " * 5,
-             "bad text with control characters " * 5, big] + ["all the same document " * 20] * 5
-    table = make_docs(texts)
-    # A text column holding bytes that are not UTF-8 (a lone surrogate, as CESU-8 writes it).
-    raw = [t.encode() if t is not None else None for t in texts]
-    raw[5] = b"bad \xed\xa0\x80 text with control characters " * 5
-    table = table.set_column(table.schema.get_field_index("text"), "text", pa.array(raw, pa.binary()).view(pa.string()))
-    stats, kept, rejected = run_stage(tmp_path, table, DedupeConfig(url=False), spark_config)
+    rejected with a reason, and the big one costs no crash. (Their URLs all differ: the URL
+    pass, on in the shared run, has nothing to find among them.)"""
+    texts, _ = bad_group(shared_data)
+    kept, rejected = shared_run.group("b-")
     assert sorted(r["id"] for r in kept + rejected) == sorted(f"d{i}" for i in range(len(texts)))
     assert all(r["reason"] for r in rejected)
     identical = {f"d{i}" for i in range(7, 12)}
     assert {r["id"] for r in kept} & identical == {"d10"}, "the smallest id of equally long copies"
     assert {r["id"] for r in rejected} >= identical - {"d10"} | {"d3"}
     assert "d6" in {r["id"] for r in kept}, "the 10 MB document"
-    assert stats["docs_in"] == len(texts)
+    assert shared_run.stats["docs_in"] == shared_run.docs_in, "every document counted, the bad ones too"
 
 
-def test_incremental_run_rejects_what_an_earlier_output_accepted(tmp_path, shared_data, spark_config):
+@pytest.fixture(scope="module")
+def week1(shared_data, spark_config, tmp_path_factory):
+    """Week 1 of a weekly crawl (default settings): a judged page and a story. The tests that
+    name it in ``against`` only read its output."""
+    pair = next(r for r in judged_pairs(shared_data, 0.97, 1.0) if r["src_doc"].split() != r["target_doc"].split())
+    story = "a completely different short document about cats and dogs " * 10
+    root = tmp_path_factory.mktemp("week1")
+    _, kept, _ = run_stage(root, make_docs([pair["src_doc"], story], ["http://a/page", "http://a/cats"]), DedupeConfig(),
+                           spark_config)
+    return {"out": root / "out", "kept": kept, "pair": pair, "story": story}
+
+
+def test_incremental_run_rejects_what_an_earlier_output_accepted(tmp_path, shared_data, spark_config, week1):
     """Week 2 names week 1's output: a page week 1 accepted (same URL, same text, or a near
     copy) is rejected as earlier_*, with dup_of = the week-1 id; new pages and week 2's own
     duplicates behave as in one run; week 1's documents are never written again."""
-    pair = next(r for r in judged_pairs(shared_data, 0.97, 1.0) if r["src_doc"].split() != r["target_doc"].split())
+    pair, story = week1["pair"], week1["story"]
     other = next(r for r in judged_pairs(shared_data, 0.97, 1.0) if r["src_doc"][:200] != pair["src_doc"][:200])
-    story = "a completely different short document about cats and dogs " * 10
-    week1 = make_docs([pair["src_doc"], story], ["http://a/page", "http://a/cats"])
-    _, kept1, _ = run_stage(tmp_path / "w1", week1, DedupeConfig(), spark_config)
-    assert [r["id"] for r in kept1] == ["d0", "d1"]
-    index = read_documents(tmp_path / "w1" / "out" / INDEX_DIR)
+    assert [r["id"] for r in week1["kept"]] == ["d0", "d1"]
+    index = read_documents(week1["out"] / INDEX_DIR)
     assert index.column_names == ["id", "url_key", "hash", "sig", "bands"] and index.num_rows == 2
 
     texts = [pair["target_doc"], story.upper(), "fresh text " * 3 + other["src_doc"], other["src_doc"],
              "new page at an old address " * 10]
     urls = ["http://b/1", "http://b/2", "http://b/3", "http://b/4", "HTTP://A/page/"]
-    config = DedupeConfig(against=[str(tmp_path / "w1" / "out")])
+    config = DedupeConfig(against=[str(week1["out"])])
     stats, kept, rejected = run_stage(tmp_path / "w2", make_docs(texts, urls), config, spark_config)
     by_id = {r["id"]: r for r in rejected}
     # Ids restart at d0 in week 2 (make_docs): week 1's d0/d1 are the pages week 2 repeats.
@@ -250,9 +331,8 @@ def test_incremental_run_rejects_what_an_earlier_output_accepted(tmp_path, share
         ("url", 0, 1), ("exact", 0, 1), ("near", 1, 1)]
 
 
-def test_earlier_output_with_other_settings_is_a_config_error(tmp_path, spark_config):
-    run_stage(tmp_path / "w1", make_docs(["some page with enough words to shingle " * 5]), DedupeConfig(), spark_config)
-    earlier = str(tmp_path / "w1" / "out")
+def test_earlier_output_with_other_settings_is_a_config_error(tmp_path, spark_config, week1):
+    earlier = str(week1["out"])  # built with the default settings (num_perm 128)
     write_documents(make_docs(["another page"], ["http://y/1"]), tmp_path / "in")
     with pytest.raises(ConfigError, match=r"num_perm: 128 there, 64 here"):
         dedupe(DedupeConfig(num_perm=64, against=[earlier]), spark_config, tmp_path / "in", tmp_path / "out")
@@ -260,7 +340,7 @@ def test_earlier_output_with_other_settings_is_a_config_error(tmp_path, spark_co
         dedupe(DedupeConfig(against=[str(tmp_path / "in")]), spark_config, tmp_path / "in", tmp_path / "out2")
     # Exact and URL passes alone only need the same normal form.
     dedupe(DedupeConfig(near=False, num_perm=64, against=[earlier]), spark_config, tmp_path / "in", tmp_path / "out3")
-    write_documents(make_docs(["some page with enough words to shingle " * 5], ["http://y/2"]), tmp_path / "again")
+    write_documents(make_docs([week1["story"]], ["http://y/2"]), tmp_path / "again")  # a page week 1 accepted
     with pytest.raises(StageError, match="nothing new to add"):
         dedupe(DedupeConfig(against=[earlier]), spark_config, tmp_path / "again", tmp_path / "out4")
 
@@ -292,21 +372,17 @@ dedupe(DedupeConfig(verify_exact=True), spark, Path(docs), Path(out))
 
 
 @pytest.mark.slow
-def test_standalone_cluster_gives_the_local_result(tmp_path, shared_data, spark_config, spark_standalone):
+def test_standalone_cluster_gives_the_local_result(shared_run, tmp_path, spark_standalone):
     """The same stage code on a real standalone master + worker (127.0.0.1) as on local[2]:
-    the same documents kept and the same verdicts for the rest."""
+    the same documents kept and the same verdicts for the rest. The input is the shared run's
+    (judged pairs with an exact copy and a URL duplicate, the keeper cases, the bad documents),
+    its local result the shared run's output."""
     import subprocess
     import sys
 
-    pairs = judged_pairs(shared_data, 0.9, 1.0)[:12]
-    texts = [t for r in pairs for t in (r["src_doc"], r["target_doc"])]
-    texts += [texts[0].upper(), texts[5] + "!"]
-    urls = [f"http://x/{i}" for i in range(len(texts) - 1)] + ["http://X/3#again"]
-    table = make_docs(texts, urls)
-    write_documents(table, tmp_path / "in")
-    dedupe(DedupeConfig(verify_exact=True), spark_config, tmp_path / "in", tmp_path / "local")
+    assert DedupeConfig(verify_exact=True) == DedupeConfig(), "the shared run's settings"
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
-    done = subprocess.run([sys.executable, "-c", STANDALONE_RUN, spark_standalone, str(tmp_path / "in"),
+    done = subprocess.run([sys.executable, "-c", STANDALONE_RUN, spark_standalone, str(shared_run.docs),
                            str(tmp_path / "cluster")], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -315,33 +391,24 @@ def test_standalone_cluster_gives_the_local_result(tmp_path, shared_data, spark_
         rejected = read_documents(out / REJECTED_DIR, ["id", "reason", "dup_of", "dup_cluster"]).to_pylist()
         return sorted(tuple(r.values()) for r in kept), sorted(tuple(r.values()) for r in rejected)
 
-    local, cluster = verdicts(tmp_path / "local"), verdicts(tmp_path / "cluster")
+    local, cluster = verdicts(shared_run.out), verdicts(tmp_path / "cluster")
     assert local == cluster
-    reasons = {reason for _, reason, _, _ in local[1]}
+    reasons = {reason for doc, reason, _, _ in local[1] if doc.startswith("s-")}
     assert reasons == {"url_duplicate", "exact_duplicate", "near_duplicate"}, reasons
 
 
-def test_keeper_of_an_exact_group_that_is_a_near_duplicate_passes_its_copies_on(tmp_path, shared_data, spark_config):
+def test_keeper_of_an_exact_group_that_is_a_near_duplicate_passes_its_copies_on(shared_run):
     """m and z are exact copies, m is kept by the exact pass, then m loses the near pass to
     the longer b: z must then name b (a kept document) and share b's cluster."""
-    novel = shared_data / "text_sentencepiece_novels" / "botchan.txt"
-    words = novel.read_text().split()[2000:2300]
-    a, b = " ".join(words), " ".join(words[:150] + ["inserted"] + words[150:])
-    table = pa.Table.from_pylist([{"id": i, "url": f"http://x/{i}", "text": t} for i, t in (("m", a), ("z", a.upper()), ("b", b))],
-                                 schema=DOCUMENT_SCHEMA)
-    _, kept, rejected = run_stage(tmp_path, table, DedupeConfig(), spark_config)
+    kept, rejected = shared_run.group("k-")
     assert [(r["id"], r["dup_cluster"]) for r in kept] == [("b", "b")]
     assert sorted((r["id"], r["reason"], r["dup_of"], r["dup_cluster"]) for r in rejected) == [
         ("m", "near_duplicate", "b", "b"), ("z", "exact_duplicate", "b", "b")]
 
 
-def test_copies_of_a_keeper_share_the_cluster_it_ends_in(tmp_path, shared_data, spark_config):
+def test_copies_of_a_keeper_share_the_cluster_it_ends_in(shared_run):
     """m is kept over its exact copy z, then kept again over its near copy b: z and b are
     in one cluster with m."""
-    words = (shared_data / "text_sentencepiece_novels" / "botchan.txt").read_text().split()[3000:3300]
-    a, b = " ".join(words) + " and a longer ending", " ".join(words[:150] + ["inserted"] + words[150:])
-    table = pa.Table.from_pylist([{"id": i, "url": f"http://x/{i}", "text": t} for i, t in (("m", a), ("z", a.upper()), ("b", b))],
-                                 schema=DOCUMENT_SCHEMA)
-    _, kept, rejected = run_stage(tmp_path, table, DedupeConfig(), spark_config)
+    kept, rejected = shared_run.group("c-")
     assert [(r["id"], r["dup_cluster"]) for r in kept] == [("m", "b")]
     assert sorted((r["id"], r["dup_of"], r["dup_cluster"]) for r in rejected) == [("b", "m", "b"), ("z", "m", "b")]

@@ -68,25 +68,24 @@ def test_without_any_recorded_run_no_output_is_removed(tmp_path):
     assert plan.removals == [] and "no pipeline run is recorded" in plan.note
 
 
-def test_llmpipe_gc_is_a_dry_run_unless_told(tmp_path):
+def test_llmpipe_gc_is_a_dry_run_unless_told(tmp_path, capsys):
+    from flows.cli import main
+
     root = tmp_path / "data"
     old = built(root, 0.5)
     age(old, 3 * DAY)
     record_run(root, "run-a", datetime.now(timezone.utc), {"dedupe": built(root, 0.6)}, state="completed")
+    args = ["gc", "--config", str(REPO / "configs" / "tiny.yaml"), "--set", f"project.data_root={root}"]
 
-    def gc(*extra):
-        return subprocess.run([sys.executable, "-m", "flows.cli", "gc", "--config", "configs/tiny.yaml",
-                               "--set", f"project.data_root={root}", *extra], cwd=REPO, capture_output=True,
-                              text=True, timeout=120)
-
-    dry = gc()
+    # The dry run as a user runs it (a subprocess); the others in this process, same command.
+    dry = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
     assert dry.returncode == 0, dry.stderr
     assert str(old) in dry.stdout and "dry run: nothing removed" in dry.stdout
     assert old.exists()
-    applied = gc("--apply")
-    assert applied.returncode == 0, applied.stderr
-    assert "removed 1" in applied.stdout and not old.exists()
-    assert gc("--older-than", "soon").returncode == 1
+    assert main([*args, "--apply"]) == 0
+    assert "removed 1" in capsys.readouterr().out and not old.exists()
+    assert main([*args, "--older-than", "soon"]) == 1
 
 
 def test_gc_keeps_what_a_run_in_progress_uses_and_what_kept_outputs_were_built_from(tmp_path):

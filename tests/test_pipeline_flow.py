@@ -50,10 +50,18 @@ def statuses(summary):
     return {name: info["status"] for name, info in summary["stages"].items()}
 
 
-def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spark_config, tmp_path):
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """One data root (and MLflow store) for the module: the second test's crawl and dedupe are
+    those the first one built (Prefect's cache answers), not a second crawl and dedupe of the
+    same site with the same settings."""
+    return tmp_path_factory.mktemp("pipeline")
+
+
+def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spark_config, root):
     from flows.pipeline import pipeline
 
-    config = tiny_config(site, tmp_path, spark_config)
+    config = tiny_config(site, root, spark_config)
     first = pipeline(config=config)
     assert statuses(first) == dict.fromkeys(STAGES, "ran")
     assert first["registered_model"] == {"name": "test-gpt", "version": 1, "new": True}
@@ -90,12 +98,12 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     assert second["registered_model"]["version"] == 1 and not second["registered_model"]["new"]
 
     # Prefect's own cache wiped: every task runs, but each finds its output and does no work.
-    shutil.rmtree(tmp_path / "data" / "prefect" / "storage")  # the flow keeps them under the data root
+    shutil.rmtree(root / "data" / "prefect" / "storage")  # the flow keeps them under the data root
     after_wipe = pipeline(config=config)
     assert after_wipe["stages"] == {name: {**info, "status": "reused"} for name, info in first["stages"].items()}
 
     # One stage's setting changed: that stage and those after it rerun, none before.
-    changed = tiny_config(site, tmp_path, spark_config, tokenizer={"vocab_size": 600})
+    changed = tiny_config(site, root, spark_config, tokenizer={"vocab_size": 600})
     third = pipeline(config=changed)
     assert statuses(third) == {"crawl": "cached", "dedupe": "cached", "filter": "cached",
                                "tokenizer": "ran", "train": "ran", "evaluate": "ran"}
@@ -107,25 +115,30 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     assert statuses(fourth) == {**dict.fromkeys(STAGES, "cached"), "evaluate": "ran"}
 
     # A new crawl snapshot (what `crawl.refresh: daily` does each day): the crawl fetches anew.
-    next_day = tiny_config(site, tmp_path, spark_config, crawl={"snapshot": "2026-11-29"})
+    next_day = tiny_config(site, root, spark_config, crawl={"snapshot": "2026-11-29"})
     fifth = pipeline(config=next_day, stop_after="dedupe")
     assert statuses(fifth) == {"crawl": "ran", "dedupe": "ran"}
 
     # Every run recorded the outputs it used (what `llmpipe gc` keeps), newest first.
-    records = recorded_runs(tmp_path / "data")
+    ours = {s["flow_run_id"] for s in (first, second, after_wipe, third, fourth, fifth)}
+    records = [r for r in recorded_runs(root / "data") if r["run_id"] in ours]  # the data root is the module's
     assert [r["state"] for r in records] == ["completed"] * 6
     assert records[0]["outputs"] == {name: info["path"] for name, info in fifth["stages"].items()}
     assert records[0]["status"] == {"crawl": "ran", "dedupe": "ran"}
 
 
-def test_a_corpus_filtered_to_nothing_stops_the_flow(site, prefect_api, spark_config, tmp_path):
+def test_a_corpus_filtered_to_nothing_stops_the_flow(site, prefect_api, spark_config, root):
     from flows.pipeline import pipeline
 
     from llm_core.errors import StageError
 
-    config = tiny_config(site, tmp_path, spark_config, filter={"language": {"languages": ["sw"]}})
+    def folders(stage):  # outputs and unfinished builds alike (lock files aside)
+        directory = root / "data" / stage
+        return {p.name for p in directory.iterdir() if p.is_dir()} if directory.exists() else set()
+
+    before = {stage: folders(stage) for stage in ("filter", "tokenizer")}
+    config = tiny_config(site, root, spark_config, filter={"language": {"languages": ["sw"]}})
     with pytest.raises(StageError, match=r"\[filter\] all \d+ documents were filtered out"):
         pipeline(config=config)
-    filter_dir = tmp_path / "data" / "filter"
-    assert not filter_dir.exists() or not any(p.is_dir() for p in filter_dir.iterdir())
-    assert not (tmp_path / "data" / "tokenizer").exists()
+    assert folders("filter") == before["filter"], "the failed filter leaves nothing behind"
+    assert folders("tokenizer") == before["tokenizer"], "no stage after it runs"

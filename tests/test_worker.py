@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from test_cli import stop, wait_http
+from test_cli import status, stop, wait_http
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def prefect(*args, env, timeout=180):
     return result
 
 
-def test_a_worker_run_of_the_deployment_matches_the_cli(site, tmp_path, unused_port):
+def test_a_worker_run_of_the_deployment_matches_the_cli(site, tmp_path, unused_port, monkeypatch, capsys):
     api = f"http://127.0.0.1:{unused_port}/api"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LLMPIPE_"))}
     server_env = {**clean, "PREFECT_HOME": str(tmp_path / "server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -56,17 +56,20 @@ def test_a_worker_run_of_the_deployment_matches_the_cli(site, tmp_path, unused_p
                          json={"parameters": {"config": config, "stop_after": "crawl"}}).json()
         deadline, state = time.monotonic() + 240, None
         while time.monotonic() < deadline and state not in ("COMPLETED", "FAILED", "CRASHED"):
-            time.sleep(2)
+            time.sleep(0.5)
             state = httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"]["type"]
         assert state == "COMPLETED"
 
-        # Same output key as the CLI computes for the same config and base directory.
-        status = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "status", "--config", "configs/tiny.yaml", "--set", "crawl.refresh=daily",
-             "--set", f"crawl.seeds=['{site.url}']", "--set", "crawl.max_pages=5"],
-            cwd=REPO, env={**clean, "LLMPIPE_BASE_DIR": str(base)}, capture_output=True, text=True, timeout=120)
-        crawl_line = status.stdout.splitlines()[0].split()
-        assert crawl_line[:2] == ["crawl", "done"], status.stdout + status.stderr
+        # Same output key as the CLI computes for the same config and base directory (`llmpipe status`,
+        # run in this process: no llmpipe setting but the base directory).
+        for name in [k for k in os.environ if k.startswith("LLMPIPE_")]:
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("LLMPIPE_BASE_DIR", str(base))
+        monkeypatch.chdir(tmp_path)
+        out = status("--config", str(REPO / "configs" / "tiny.yaml"), "--set", "crawl.refresh=daily",
+                     "--set", f"crawl.seeds=['{site.url}']", "--set", "crawl.max_pages=5", capsys=capsys)
+        crawl_line = out.splitlines()[0].split()
+        assert crawl_line[:2] == ["crawl", "done"], out
         assert (base / "data" / "crawl" / crawl_line[2] / "_SUCCESS").is_file()
 
         assert any((base / "data" / "prefect" / "storage").iterdir()), "task results under the data root"
