@@ -32,6 +32,11 @@ def step_tag(step: int) -> str:
     return f"step-{step:08d}"
 
 
+def step_of(path: Path) -> int:
+    """The step of a periodic checkpoint's folder."""
+    return int(STEP_TAG.fullmatch(Path(path).name).group(1))
+
+
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
     state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -64,8 +69,18 @@ class Checkpoints:
         return self.root / step_tag(steps[-1]) if steps else None
 
     def best(self) -> Path | None:
-        path = self.root / BEST
-        return path if (path / TRAINER_FILE).is_file() else None
+        """The best checkpoint; the one moved aside when a kill came between the two renames
+        that replace it."""
+        for path in (self.root / BEST, self.root / f".old-{BEST}"):
+            if (path / TRAINER_FILE).is_file():
+                return path
+        return None
+
+    def clear(self) -> None:
+        """Remove every checkpoint (a run told not to resume); every rank calls it."""
+        if dist.get_rank() == 0:
+            shutil.rmtree(self.root, ignore_errors=True)
+        dist.barrier()
 
     def save(self, engine, tag: str, trainer: dict[str, Any], rng: np.random.Generator) -> Path:
         """Write a checkpoint as ``tag`` (``step-<N>`` or ``best``, replacing an older one)."""
@@ -91,11 +106,10 @@ class Checkpoints:
         dist.barrier()
         return final
 
-    def load(self, engine, path: Path, rng: np.random.Generator | None, load_optimizer: bool = True) -> dict[str, Any]:
+    def load(self, engine, path: Path, rng: np.random.Generator | None) -> dict[str, Any]:
         """Restore ``path`` into ``engine`` (and this rank's random state into ``rng`` when given);
         returns the trainer's counters saved with it."""
-        loaded, _ = engine.load_checkpoint(str(path.parent), tag=path.name, load_optimizer_states=load_optimizer,
-                                           load_lr_scheduler_states=load_optimizer)
+        loaded, _ = engine.load_checkpoint(str(path.parent), tag=path.name)
         if loaded is None:
             raise RuntimeError(f"DeepSpeed could not load the checkpoint {path}")
         if rng is not None:

@@ -57,6 +57,12 @@ class CostConfig(Section):
     price_per_hour: float | None = Field(None, ge=0)  # per device, e.g. a cloud GPU's hourly rate
     tokens_per_s: float | None = Field(None, gt=0)  # expected throughput for the estimate before the run
 
+    def for_devices(self, devices: int) -> tuple[float | None, float | None, float | None]:
+        """``(power_w, price_per_kwh, price_per_hour)`` of the whole run on ``devices`` devices
+        (what :func:`llm_core.train.cost.estimate_run` takes)."""
+        return (self.power_w * devices if self.power_w is not None else None, self.price_per_kwh,
+                self.price_per_hour * devices if self.price_per_hour is not None else None)
+
 
 class TrainConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -111,6 +117,10 @@ class TrainConfig(Section):
             raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
         if self.offload_params and self.zero_stage != 3:
             raise ValueError("offload_params needs zero_stage 3")
+        if self.optimizer == "lamb" and self.zero_stage != 0:
+            # ZeRO 1-3 hand the optimizer flat partitions, not layers: the per-layer trust ratio,
+            # LAMB's point, would be lost (DeepSpeed's FusedLamb is not a ZeRO optimizer either).
+            raise ValueError("optimizer lamb needs zero_stage 0 (its trust ratio is per layer)")
         if self.offload_optimizer and self.optimizer != "adamw":
             raise ValueError("offload_optimizer runs DeepSpeed's CPU Adam: it needs optimizer adamw")
         if self.validation.patience and not self.validation.every_steps:
@@ -126,3 +136,7 @@ class TrainConfig(Section):
             raise ValueError(f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "
                              f"{self.micro_batch_size} × {world_size} processes = {per_step}")
         return self.global_batch_size // per_step
+
+    def tokens_per_step(self, world_size: int) -> int:
+        """Tokens in one optimizer step over all processes."""
+        return self.micro_batch_size * self.accumulation(world_size) * self.model.block_size * world_size

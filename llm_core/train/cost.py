@@ -27,18 +27,16 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
 }
 
 
-def flops_per_token(n_params: int, n_layer: int, n_embd: int, block_size: int,
-                    non_embedding_params: int | None = None) -> float:
+def flops_per_token(n_params: int, n_layer: int, n_embd: int, block_size: int) -> float:
     """Training FLOPs per token: ``6N + 12 * n_layer * n_embd * block_size``.
 
     6N counts the matmuls with the weights, forward (2N) and backward (4N); the second term
     the attention scores and their weighted sum, which have no weights: 12·L·H·Q·T in PaLM's
     appendix B with H·Q = n_embd (Kaplan et al. 2020, "Scaling Laws for Neural Language
-    Models", table 1; nanoGPT's ``estimate_mfu``). Kaplan's N excludes embeddings: pass
-    ``non_embedding_params`` to use it instead of ``n_params``.
+    Models", table 1; nanoGPT's ``estimate_mfu``). ``n_params``: as ``GPT.num_params()``
+    counts them (the position embedding left out, as nanoGPT does).
     """
-    n = n_params if non_embedding_params is None else non_embedding_params
-    return 6.0 * n + 12.0 * n_layer * n_embd * block_size
+    return 6.0 * n_params + 12.0 * n_layer * n_embd * block_size
 
 
 def peak_tflops(device_name: str, precision: str) -> float | None:

@@ -50,8 +50,6 @@ def deepspeed_config(config: TrainConfig, world_size: int = 1, cuda: bool = Fals
     }
     if not needs_client_optimizer(config, cuda):
         ds["optimizer"] = optimizer_section(config, cuda)
-    else:
-        ds["zero_allow_untested_optimizer"] = True  # our LAMB under ZeRO 1-3
     if profile_file:
         ds["flops_profiler"] = {"enabled": True, "profile_step": PROFILE_STEP, "module_depth": -1,
                                 "top_modules": 3, "detailed": True, "output_file": profile_file}

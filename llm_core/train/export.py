@@ -49,6 +49,13 @@ def zero0_fp32_copies(optimizer) -> dict[int, torch.Tensor]:
             for low, high in zip(lows, highs)}
 
 
+def global_grad_norm(model: torch.nn.Module) -> float:
+    """The L2 norm of all the model's gradients (what DeepSpeed reports under ZeRO 1-3 and
+    mixed precision, and does not under ZeRO 0 with a torch optimizer in fp32)."""
+    grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+
+
 def replica_digest(engine) -> str | None:
     """SHA-256 of this rank's working copy of the parameters (ZeRO 0-2 keep a full copy on
     every rank, which data parallelism must keep identical); None under ZeRO-3, where each

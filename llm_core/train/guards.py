@@ -1,6 +1,7 @@
 """Guards of a training run: non-finite values found on any rank, decisions every rank shares,
 and the faults tests inject (``$LLMPIPE_TRAIN_FAULT``: ``nan_loss@N``, ``nan_grad@N`` — a NaN
-in the loss or in the gradients at step N — or ``kill@N``: rank 0 SIGKILLs itself at step N)."""
+in the loss or in the gradients at step N, ``@N.M`` at its micro-batch M — or ``kill@N``:
+rank 0 SIGKILLs itself at step N)."""
 
 from __future__ import annotations
 
@@ -42,9 +43,11 @@ class NanGradient(torch.autograd.Function):
         return grad * float("nan")
 
 
-def parse_fault() -> tuple[str, int] | None:
+def parse_fault() -> tuple[str, int, int] | None:
+    """``(kind, step, micro-batch)`` from ``kind@STEP`` or ``kind@STEP.MICRO`` (micro-batch 0 by default)."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return None
-    kind, _, step = spec.partition("@")
-    return kind, int(step)
+    kind, _, where = spec.partition("@")
+    step, _, micro = where.partition(".")
+    return kind, int(step), int(micro or 0)

@@ -22,7 +22,6 @@ import torch
 from llm_core.errors import StageError
 from llm_core.train.config import TrainConfig
 
-INIT_FILE = "init.pt"
 MODELS_SCHEME = "models:/"
 
 
@@ -64,6 +63,8 @@ def initial_weights(init_from: str, work_dir: Path) -> InitialWeights:
 
 
 def _registered(uri: str, work_dir: Path) -> InitialWeights:
+    """A registered version's ``model.pt``, downloaded from the registry (the pyfunc of
+    :mod:`llm_core.serving` keeps it as an artifact): no pickle is loaded."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -72,17 +73,25 @@ def _registered(uri: str, work_dir: Path) -> InitialWeights:
     alias = None
     if not sep:
         name, _, alias = name.partition("@")
+    if not name or not (version or alias):
+        raise StageError("train", f"train.init_from {uri}: name a version or an alias "
+                         "(models:/NAME/VERSION or models:/NAME@ALIAS)")
     client = MlflowClient()
     try:
         found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-        model = mlflow.pytorch.load_model(f"{MODELS_SCHEME}{name}/{found.version}", map_location="cpu")
     except MlflowException as exc:
-        raise StageError("train", f"train.init_from {uri}: no such registered model version "
+        raise StageError("train", f"train.init_from {uri}: not found in the registry at {mlflow.get_registry_uri()} "
                          f"({exc.message.splitlines()[0]})") from None
-    work_dir.mkdir(parents=True, exist_ok=True)
-    file = work_dir / INIT_FILE
-    config = model.config.to_dict()
-    torch.save({"config": config, "state_dict": model.state_dict()}, file)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(f"{MODELS_SCHEME}{name}/{found.version}",
+                                                         dst_path=str(work_dir / "parent")))
+    except MlflowException as exc:
+        raise StageError("train", f"train.init_from {uri}: version {found.version} found, its files could not be "
+                         f"downloaded ({exc.message.splitlines()[0]})", retryable=True) from None
+    weights = next(iter(sorted(local.rglob("model.pt"))), None)
+    if weights is None:
+        raise StageError("train", f"train.init_from {uri} is not a model this pipeline registered (no model.pt in it)")
+    saved = torch.load(weights, map_location="cpu", weights_only=True)
     lineage = {"init_from": uri, "parent_model": name, "parent_model_version": str(found.version),
                "parent_run_id": found.run_id or ""}
-    return InitialWeights(file, config, lineage)
+    return InitialWeights(weights, saved["config"], lineage)

@@ -38,18 +38,11 @@ class Lamb(torch.optim.Optimizer):
     Parameters must be fp32 and state is fp32: under DeepSpeed this always holds, since the
     optimizer is handed the fp32 master weights when the model runs in bf16/fp16.
 
-    Limitation, the trust ratio is computed per tensor *the optimizer sees*:
-
-    - ZeRO 0 (fp32, or bf16/fp16 through ``FP16_UnfusedOptimizer``, which keeps one fp32
-      copy per parameter): one ratio per parameter tensor, i.e. per layer, as in the paper.
-    - ZeRO 1 and 2 (and bf16 with pipeline parallelism, DeepSpeed's ``BF16_Optimizer``): each
-      parameter group is flattened into one fp32 tensor and each rank steps only its partition,
-      so there is one ratio per (group, rank) partition, mixing many layers and cut at
-      arbitrary offsets. This is LAMB in name only there; it is not fixed here. ZeRO 3 is
-      likewise per flat sub-group partition.
-
-    DeepSpeed only accepts an optimizer outside its tested list under ZeRO 1-3 with
-    ``"zero_allow_untested_optimizer": true`` in its config.
+    The trust ratio is computed per tensor the optimizer sees. Under ZeRO 0 (fp32, or
+    bf16/fp16 through ``FP16_UnfusedOptimizer``, which keeps one fp32 copy per parameter)
+    that is one per layer, as in the paper. ZeRO 1-3 flatten each parameter group into one
+    tensor and give each rank a partition cut at arbitrary offsets, which would make it LAMB
+    in name only: the train config therefore allows LAMB with ZeRO 0 only.
     """
 
     def __init__(

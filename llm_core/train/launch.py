@@ -225,16 +225,13 @@ def log_estimate(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
         params = GPT(GPTConfig(vocab_size=vocab_size, block_size=m.block_size, n_layer=m.n_layer, n_head=m.n_head,
                                n_embd=m.n_embd, bias=m.bias)).num_params()
     per_token = cost.flops_per_token(params, m.n_layer, m.n_embd, m.block_size)
-    tokens = config.max_steps * config.micro_batch_size * config.accumulation(config.nproc_per_node) \
-        * m.block_size * config.nproc_per_node
+    tokens = config.max_steps * config.tokens_per_step(config.nproc_per_node)
     c = config.cost
     if c.tokens_per_s is None:
         log.info("train: %s parameters, %.3g FLOPs over %s tokens (set train.cost.tokens_per_s for a time and "
                  "cost estimate)", f"{params:,}", per_token * tokens, f"{tokens:,}")
         return {"flops_total": per_token * tokens}
-    devices = config.nproc_per_node
-    estimate = cost.estimate_run(tokens, per_token, c.tokens_per_s, c.power_w * devices if c.power_w else None,
-                                 c.price_per_kwh, c.price_per_hour * devices if c.price_per_hour is not None else None)
+    estimate = cost.estimate_run(tokens, per_token, c.tokens_per_s, *c.for_devices(config.nproc_per_node))
     log.info("train: %s parameters, %.3g FLOPs over %s tokens: %.0f s at %s tokens/s, energy %s kWh, cost %s",
              f"{params:,}", estimate["flops_total"], f"{tokens:,}", estimate["time_s"], c.tokens_per_s,
              *("unknown" if v is None else f"{v:.3g}" for v in (estimate["energy_kwh"], estimate["cost"])))

@@ -23,31 +23,40 @@ log = logging.getLogger(__name__)
 
 
 class Monitor:
+    """``resume_after_step``: the step of the checkpoint a resumed run continues from (None:
+    a fresh run). The records up to it are kept, the later ones (trained again) dropped;
+    TensorBoard drops its later events (``purge_step``) and a live MLflow run gets the kept
+    records again, so that a run resumed under a new orchestrator run has its whole curve."""
+
     def __init__(self, metrics_file: Path, tensorboard_dir: Path | None, resume_after_step: int | None):
         self.metrics_file = Path(metrics_file)
-        self._keep_history(resume_after_step)
+        kept = self._keep_history(resume_after_step)
         self._file = self.metrics_file.open("a")
         self._tensorboard = None
         if tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tensorboard = SummaryWriter(str(tensorboard_dir))
+            purge = resume_after_step + 1 if resume_after_step is not None else None
+            self._tensorboard = SummaryWriter(str(tensorboard_dir), purge_step=purge)
         self._mlflow = None
         self._run_id = os.environ.get(LIVE_RUN_ENV)
         if self._run_id:
             from mlflow.tracking import MlflowClient
 
             self._mlflow = MlflowClient()
+            for record in kept:
+                self._log_live(record["step"], {k: v for k, v in record.items() if k != "step"})
 
-    def _keep_history(self, resume_after_step: int | None) -> None:
+    def _keep_history(self, resume_after_step: int | None) -> list[dict[str, Any]]:
         """On resume, drop the records a killed run wrote after the checkpoint it resumes from:
-        those steps are trained again."""
-        if resume_after_step is None:
+        those steps are trained again. Returns the records kept."""
+        if resume_after_step is None or not self.metrics_file.exists():
             self.metrics_file.write_text("")
-            return
-        kept = [line for line in self.metrics_file.read_text().splitlines()
-                if line and json.loads(line)["step"] <= resume_after_step] if self.metrics_file.exists() else []
-        self.metrics_file.write_text("".join(f"{line}\n" for line in kept))
+            return []
+        kept = [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
+        kept = [r for r in kept if r["step"] <= resume_after_step]
+        self.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        return kept
 
     def record(self, step: int, figures: dict[str, float]) -> None:
         self._file.write(json.dumps({"step": step, **figures}) + "\n")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,10 +37,12 @@ from llm_core.train import cost
 from llm_core.train.checkpoints import BEST, Checkpoints, step_tag
 from llm_core.train.config import TrainConfig
 from llm_core.train.ds_config import FLOPS_PROFILE_FILE, PROFILE_STEP, deepspeed_config, needs_client_optimizer
-from llm_core.train.export import fp32_state_dict, replica_digest
+from llm_core.train.export import fp32_state_dict, global_grad_norm, replica_digest
+from llm_core.train.lamb import Lamb
 from llm_core.train.guards import NanGradient, TrainingStopped, all_finite, parse_fault, rank0_says
 from llm_core.train.monitor import METRICS_FILE, Monitor, progress_line
-from llm_core.train.report import run_stats
+from llm_core.train.recovery import close_step, handle_nonfinite
+from llm_core.train.report import run_stats, train_figures
 from llm_core.train.schedule import lr_factor
 
 CHECKPOINT_DIR = "checkpoint"
@@ -85,22 +87,27 @@ class Trainer:
         self.params = self.model.num_params()  # counted now: ZeRO-3 frees each rank's full parameters at initialize
         self.flops_per_token = cost.flops_per_token(self.params, m.n_layer, m.n_embd, m.block_size)
         self.accumulation = config.accumulation(self.world)
-        self.tokens_per_step = config.micro_batch_size * self.accumulation * m.block_size * self.world
+        self.tokens_per_step = config.tokens_per_step(self.world)
         self.engine = self._engine()
         self.device = self.engine.device
         self.rng = np.random.default_rng(config.seed + self.rank)  # each rank draws its own batches
         self.val_windows = self._validation_windows()
+        # ZeRO 0 with a torch optimizer in fp32 reports no gradient norm: measured here instead.
+        self.own_grad_norm = config.zero_stage == 0 and config.precision == "fp32"
+        self.last_grad_norm = None
         self.checkpoints = Checkpoints(self.work_dir / "checkpoints", config.checkpoint.keep_last)
+        if not config.checkpoint.resume:
+            self.checkpoints.clear()  # an earlier attempt's checkpoints must not be rolled back to or kept
         self.state = TrainerState()
         resume_from = self.checkpoints.latest() if config.checkpoint.resume else None
         if resume_from is not None:
             self.state = TrainerState(**self.checkpoints.load(self.engine, resume_from, self.rng))
             self.state.resumed_from.append(self.state.step)
-            self._say(f"resumed from {resume_from} (step {self.state.step})")
+            self.say(f"resumed from {resume_from} (step {self.state.step})")
         self.monitor = None
         if self.rank == 0:
             self.monitor = Monitor(self.work_dir / METRICS_FILE,
-                                   self.out_dir / TENSORBOARD_DIR if config.tensorboard else None,
+                                   self.work_dir / TENSORBOARD_DIR if config.tensorboard else None,
                                    self.state.step if resume_from is not None else None)
         self.peak_tflops = config.cost.peak_tflops or (
             cost.peak_tflops(torch.cuda.get_device_name(), config.precision) if self.cuda else None)
@@ -113,8 +120,6 @@ class Trainer:
         groups = self.model.param_groups(config.weight_decay)
         optimizer = None
         if needs_client_optimizer(config, cuda):
-            from llm_core.train.lamb import Lamb
-
             optimizer = Lamb(groups, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
         engine, _, _, _ = deepspeed.initialize(
             model=self.model, model_parameters=groups if optimizer is None else None, optimizer=optimizer,
@@ -134,7 +139,7 @@ class Trainer:
         batches = torch.from_numpy(windows).split(self.config.micro_batch_size)
         return [(b[:, :-1].to(self.device), b[:, 1:].to(self.device)) for b in batches]
 
-    def _say(self, message: str) -> None:
+    def say(self, message: str) -> None:
         if self.rank == 0:
             print(message, flush=True)
 
@@ -170,13 +175,13 @@ class Trainer:
                 profiler.stop()
                 profiler.export_chrome_trace(str(self.out_dir / TRACE_FILE))
                 profiler = None
-            if self.fault == ("kill", step) and self.rank == 0:
+            if self.fault is not None and self.fault[:2] == ("kill", step) and self.rank == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
 
             figures: dict[str, float] = {}
             if step % config.log_every == 0 or step == config.max_steps:
                 elapsed = state.train_s + time.perf_counter() - started
-                figures = self._train_figures(window, steps_this_attempt, time.perf_counter() - started)
+                figures = train_figures(self, window, steps_this_attempt, time.perf_counter() - started)
                 figures["elapsed_s"] = elapsed
                 window = []
             stop_early = False
@@ -192,83 +197,49 @@ class Trainer:
             every = config.checkpoint.every_steps
             if every and step % every == 0 and step < config.max_steps:
                 self._save(step_tag(step), started)
+        if profiler is not None:  # the run ended inside the profiled steps
+            profiler.stop()
+            profiler.export_chrome_trace(str(self.out_dir / TRACE_FILE))
         state.train_s += time.perf_counter() - started
         self.energy_kwh = meter.stop() if meter is not None else None
         self._finish(stopped_by, steps_this_attempt, time.perf_counter() - started)
 
     def _one_step(self, step: int) -> list[float] | None:
         """One optimizer step (``accumulation`` micro-batches); its losses, or None after a rollback."""
-        config, m = self.config, self.config.model
+        config = self.config
         losses: list[float] = []
         skipped_in_a_row = 0
+        norm = None
         while len(losses) < self.accumulation:
-            batch = torch.from_numpy(self.train_data.sample_windows(self.rng, config.micro_batch_size, m.block_size + 1))
-            x, y = batch[:, :-1].to(self.device), batch[:, 1:].to(self.device)
-            _, loss = self.engine(x, y)
-            if self.fault is not None and self.fault[1] == step and self.fault[0] in ("nan_loss", "nan_grad"):
+            loss = self.micro_batch_loss()
+            if self.fault is not None and self.fault[1:] == (step, len(losses)) and self.fault[0].startswith("nan"):
                 loss = loss * float("nan") if self.fault[0] == "nan_loss" else NanGradient.apply(loss)
                 self.fault = None  # once: a skipped batch or a rollback then goes on
             if not all_finite(loss.detach(), self.device):
                 if config.on_nonfinite == "skip" and skipped_in_a_row < 10 * self.accumulation:
                     self.state.skipped_batches += 1
                     skipped_in_a_row += 1
-                    self._say(f"step {step}: non-finite loss, batch skipped")
+                    self.say(f"step {step}: non-finite loss, batch skipped")
                     continue
-                return self._nonfinite("loss", step)
+                close_step(self, len(losses))
+                return handle_nonfinite(self, "loss", step)
             self.engine.backward(loss)
+            if self.own_grad_norm and len(losses) == self.accumulation - 1:  # all-reduced by now, not yet applied
+                norm = global_grad_norm(self.model)
             self.engine.step()
             losses.append(loss.item())
-        if config.precision != "fp16":  # under fp16 an overflow is the loss scaler's to skip
-            norm = self.engine.get_global_grad_norm()
-            if norm is not None and not all_finite(float(norm), self.device):
-                return self._nonfinite("gradient norm", step)
+        self.last_grad_norm = self.engine.get_global_grad_norm() if norm is None else norm
+        # Under fp16 an overflow is the loss scaler's: it skips that update and lowers the scale.
+        if config.precision != "fp16" and self.last_grad_norm is not None \
+                and not all_finite(float(self.last_grad_norm), self.device):
+            return handle_nonfinite(self, "gradient norm", step)
         return losses
 
-    def _nonfinite(self, what: str, step: int) -> None:
-        """Stop with a clear message, or roll back to the last checkpoint with a lower rate."""
-        config, state = self.config, self.state
-        latest = self.checkpoints.latest()
-        where = f"the last good checkpoint is {latest} (step {int(latest.name.split('-')[1])})" if latest else \
-            "no checkpoint was written yet"
-        rollback = config.on_nonfinite == "rollback" or (config.on_nonfinite == "skip" and what != "loss")
-        if not rollback or latest is None or state.rollbacks >= config.max_rollbacks:
-            why = {"stop": "",
-                   "skip": " (a non-finite gradient cannot be skipped: its update is applied)" if what != "loss"
-                   else f" ({10 * self.accumulation} batches in a row)",
-                   "rollback": f" after {state.rollbacks} rollbacks" if latest else " and nothing to roll back to"}
-            raise TrainingStopped(f"non-finite {what} at step {step}{why[config.on_nonfinite]}; {where}")
-        kept = {"rollbacks": state.rollbacks + 1, "lr_scale": state.lr_scale * config.rollback_lr_factor,
-                "skipped_batches": state.skipped_batches, "train_s": state.train_s}
-        # The data sampler keeps its position: the batches that led to the fault are not drawn again.
-        vars(state).update({**self.checkpoints.load(self.engine, latest, rng=None), **kept})  # in place: the loop holds it
-        lr_scale = state.lr_scale
-        scheduler = self.engine.lr_scheduler
-        scheduler.base_lrs = [config.lr * lr_scale for _ in scheduler.base_lrs]
-        for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
-            group["lr"] = base * lr_factor(config)(scheduler.last_epoch)
-        self._say(f"step {step}: non-finite {what}; rolled back to step {state.step}, "
-                  f"learning rate × {lr_scale:g}")
-        return None
-
-    def _train_figures(self, window: list[float], steps: int, seconds: float) -> dict[str, float]:
-        tokens_per_s = steps * self.tokens_per_step / max(seconds, 1e-9)
-        figures = {
-            "loss": float(np.mean(window)) if window else float("nan"),
-            "lr": self.engine.get_lr()[0],
-            "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
-            "tokens_per_s": tokens_per_s,
-            "peak_memory_mb": self.peak_memory_mb(),
-        }
-        if self.config.precision == "fp16":
-            figures["loss_scale"] = float(self.engine.optimizer.cur_scale)
-        if self.peak_tflops:
-            figures["mfu"] = cost.mfu(tokens_per_s, self.flops_per_token, self.peak_tflops, self.world)
-        return figures
-
-    def peak_memory_mb(self) -> float:
-        if self.cuda:
-            return torch.cuda.max_memory_allocated() / 2**20
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    def micro_batch_loss(self) -> torch.Tensor:
+        m = self.config.model
+        batch = torch.from_numpy(self.train_data.sample_windows(self.rng, self.config.micro_batch_size, m.block_size + 1))
+        _, loss = self.engine(batch[:, :-1].to(self.device), batch[:, 1:].to(self.device))
+        return loss
 
     def _validate(self) -> float:
         self.engine.eval()
@@ -301,14 +272,16 @@ class Trainer:
         digests: list[str | None] = [None] * self.world
         dist.all_gather_object(digests, replica_digest(self.engine))
         exported = state.step
-        best = self.checkpoints.best()
-        if config.validation.export == "best" and best is not None and state.best_step not in (None, state.step):
-            self.checkpoints.load(self.engine, best, rng=None)
-            exported = state.best_step
+        best = self.checkpoints.best() if config.validation.export == "best" else None
+        if best is not None and state.best_step != state.step:  # the weights and figures of best/ itself
+            saved = self.checkpoints.load(self.engine, best, rng=None)
+            exported, state.best_val_loss, state.best_step = saved["step"], saved["best_val_loss"], saved["best_step"]
         weights = fp32_state_dict(self.engine)  # a collective under ZeRO: every rank takes part
         dist.barrier()
         if self.rank == 0:
             self.monitor.close()
+            if config.tensorboard:
+                shutil.copytree(self.work_dir / TENSORBOARD_DIR, self.out_dir / TENSORBOARD_DIR, dirs_exist_ok=True)
             torch.save({"config": self.model.config.to_dict(), "state_dict": weights}, self.out_dir / MODEL_FILE)
             (self.out_dir / METRICS_FILE).write_text((self.work_dir / METRICS_FILE).read_text())
             (self.out_dir / TRAIN_STATS_FILE).write_text(json.dumps(run_stats(
