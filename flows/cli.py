@@ -53,6 +53,9 @@ def print_summary(summary: dict, config: PipelineConfig) -> None:
         model = summary["registered_model"]
         print(f"Registered model: models:/{model['name']}/{model['version']}"
               f"{'' if model['new'] else ' (already registered by an earlier run)'}")
+        selection = model["selection"]
+        print(f"Model selection on {selection['metric']}: {selection['decision']}; "
+              f"champion: models:/{model['name']}@champion (version {selection['champion']})")
         print(f"Evaluation report: {summary['report']}")
 
 

@@ -14,10 +14,12 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
+import mlflow
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
-from llm_core import runs, tracking
+from llm_core import registry, runs, tracking
 from llm_core.config import STAGES, PipelineConfig, StageName
 from llm_core.evaluate import REPORT_MD
 from llm_core.stages import get_stage, plan
@@ -76,14 +78,7 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
                 runs.record_run(**record, state="running", status=status)  # progress, and a heartbeat for gc
 
             if "evaluate" in outputs:
-                version, new = tracking.register_model(
-                    config.project.registered_model_name, outputs["train"].key,
-                    outputs["train"].file(MODEL_FILE), outputs["tokenizer"].file(TOKENIZER_FILE),
-                    metrics={k: outputs["evaluate"].stats[k] for k in ("val_loss", "perplexity", "bits_per_byte")},
-                    lineage=outputs["train"].stats.get("lineage"),
-                )
-                summary["registered_model"] = {"name": config.project.registered_model_name, "version": version,
-                                               "new": new}
+                summary["registered_model"] = register_and_select(config, outputs)
                 summary["report"] = str(outputs["evaluate"].file(REPORT_MD))
     except BaseException:
         runs.record_run(**record, state="failed", status=status)
@@ -96,3 +91,22 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
         for name, out in outputs.items()
     }
     return summary
+
+
+def register_and_select(config: PipelineConfig, outputs: dict[str, StageOutput]) -> dict[str, Any]:
+    """Register the evaluated model once per model output, with its metrics and the output key of
+    every stage that produced it, then decide champion or challenger; the decision goes to the
+    pipeline's MLflow run (``model_selection.md``) and to a Prefect markdown artifact."""
+    project = config.project
+    name = project.registered_model_name
+    version, new = registry.register_model(
+        name, outputs["train"].key, outputs["train"].file(MODEL_FILE), outputs["tokenizer"].file(TOKENIZER_FILE),
+        metrics={k: outputs["evaluate"].stats[k] for k in ("val_loss", "perplexity", "bits_per_byte")},
+        lineage={**{f"{stage}_key": out.key for stage, out in outputs.items()},
+                 **(outputs["train"].stats.get("lineage") or {})},
+    )
+    selection = registry.select_champion(name, version, project.champion_metric, project.champion_higher_is_better)
+    markdown = registry.selection_markdown(name, selection, project.champion_higher_is_better)
+    mlflow.log_text(markdown, "model_selection.md")
+    create_markdown_artifact(key="model-selection", markdown=markdown, description="champion / challenger decision")
+    return {"name": name, "version": version, "new": new, "selection": registry.selection_dict(selection)}

@@ -49,6 +49,10 @@ class ProjectConfig(Section):
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "llmpipe"
     registered_model_name: str = "llmpipe-gpt"
+    # Model selection: a new model takes the "champion" alias if it beats the current one on
+    # this evaluate metric, else the "challenger" alias (llm_core/registry.py).
+    champion_metric: str = "bits_per_byte"
+    champion_higher_is_better: bool = False
 
 
 class TaskSettings(Section):

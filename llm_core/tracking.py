@@ -2,14 +2,14 @@
 
 One parent run per pipeline run and one child run per stage, cached or not (a cached
 stage's child run carries the metrics of the output it reused and ``llmpipe.status=cached``),
-so every pipeline run in the MLflow UI shows the whole lineage. The trained model is
-logged and registered once per model output: a rerun finds the version already
-registered for that output key instead of adding a copy.
+so every pipeline run in the MLflow UI shows the whole lineage. The model registry is
+:mod:`llm_core.registry`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
@@ -26,7 +26,8 @@ from llm_core.stage import Stage
 from llm_core.storage import STATS_FILE, StageOutput
 from llm_core.train.monitor import LIVE_RUN_ENV
 
-MODEL_KEY_TAG = "llmpipe.model_key"
+log = logging.getLogger(__name__)
+
 
 
 def tracking_uri(project: ProjectConfig) -> str:
@@ -114,8 +115,11 @@ def stage_run(parent_run_id: str, stage: str) -> Iterator[str]:
     try:
         yield run.info.run_id
     except BaseException:
-        client.set_tag(run.info.run_id, "llmpipe.status", "failed")
-        client.set_terminated(run.info.run_id, "FAILED")
+        try:
+            client.set_tag(run.info.run_id, "llmpipe.status", "failed")
+            client.set_terminated(run.info.run_id, "FAILED")
+        except Exception as exc:  # noqa: BLE001 (the stage's own error is the one to show)
+            log.warning("could not mark the MLflow run of %s as failed: %s", stage, exc)
         raise
     finally:
         for name, value in saved.items():
@@ -158,31 +162,3 @@ def log_stage(parent_run_id: str, stage: Stage, output: StageOutput, stage_confi
             elif path.is_dir():  # a saved model: logged as a folder of the same name
                 mlflow.log_artifacts(str(path), artifact_path=path.name)
         return run.info.run_id
-
-
-def register_model(model_name: str, model_key: str, model_file: Path, tokenizer_file: Path,
-                   metrics: dict[str, Any], lineage: dict[str, str] | None = None) -> tuple[int, bool]:
-    """Log the model to the active (pipeline) run and register it, unless this model output is already registered.
-
-    Returns the version and whether it was newly registered."""
-    client = MlflowClient()
-    existing = client.search_model_versions(f"name = '{model_name}' and tags.`{MODEL_KEY_TAG}` = '{model_key}'")
-    if existing:
-        return int(existing[0].version), False
-
-    import torch
-
-    from llm_core.train import load_model
-
-    model = load_model(model_file)
-    info = mlflow.pytorch.log_model(
-        model, name="model", serialization_format="pickle",
-        # Listing the requirement saves MLflow ~5 s of inferring it.
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        extra_files=[str(tokenizer_file)],
-        metadata={"model_key": model_key},
-    )
-    version = mlflow.register_model(info.model_uri, model_name, tags={MODEL_KEY_TAG: model_key})
-    for name, value in {**metrics, **{f"lineage.{k}": v for k, v in (lineage or {}).items()}}.items():
-        client.set_model_version_tag(model_name, version.version, name, str(value))
-    return int(version.version), True

@@ -64,7 +64,9 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     config = tiny_config(site, root, spark_config)
     first = pipeline(config=config)
     assert statuses(first) == dict.fromkeys(STAGES, "ran")
-    assert first["registered_model"] == {"name": "test-gpt", "version": 1, "new": True}
+    registered = first["registered_model"]
+    assert {k: registered[k] for k in ("name", "version", "new")} == {"name": "test-gpt", "version": 1, "new": True}
+    assert registered["selection"]["decision"] == "first champion" and registered["selection"]["champion"] == 1
 
     client = MlflowClient(config.project.mlflow_tracking_uri)
     children = client.search_runs(
@@ -91,6 +93,14 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     assert table_artifact_rows("dedupe-passes") == 3
     version = client.get_model_version("test-gpt", "1")
     assert version.tags["llmpipe.model_key"] == first["stages"]["train"]["path"].rsplit("/", 1)[-1]
+    assert version.tags["lineage.crawl_key"] == first["stages"]["crawl"]["path"].rsplit("/", 1)[-1], "lineage"
+    assert float(version.tags["bits_per_byte"]) == by_stage["evaluate"].data.metrics["bits_per_byte"]
+    # The registered model is a text-in, text-out pyfunc (what `mlflow models serve` serves).
+    import mlflow
+
+    served = mlflow.pyfunc.load_model("models:/test-gpt@champion")
+    (completion,) = served.predict(["The"], params={"max_new_tokens": 5})
+    assert isinstance(completion, str)
 
     # Nothing changed: every stage is served from Prefect's cache; the model is not registered again.
     second = pipeline(config=config)
@@ -107,7 +117,12 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     third = pipeline(config=changed)
     assert statuses(third) == {"crawl": "cached", "dedupe": "cached", "filter": "cached",
                                "tokenizer": "ran", "train": "ran", "evaluate": "ran"}
-    assert third["registered_model"] == {"name": "test-gpt", "version": 2, "new": True}
+    assert {k: third["registered_model"][k] for k in ("name", "version", "new")} == {
+        "name": "test-gpt", "version": 2, "new": True}
+    decided = third["registered_model"]["selection"]
+    assert decided["decision"] in ("promoted", "challenger") and decided["champion_before"] == 1
+    champion = client.get_model_version_by_alias("test-gpt", "champion").version
+    assert int(champion) == decided["champion"], "the alias follows the decision"
 
     # An output deleted by hand is rebuilt even though Prefect remembers the task.
     shutil.rmtree(third["stages"]["evaluate"]["path"])

@@ -1,0 +1,118 @@
+"""The model registry: one version per model output, champion / challenger by the configured
+metric, the registered model served over HTTP by `mlflow models serve`."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from llm_core import registry, tracking
+from llm_core.config import ProjectConfig
+from llm_core.models import GPT, GPTConfig
+
+
+@pytest.fixture
+def model_files(tmp_path):
+    """An (untrained) GPT in the train stage's model.pt format and a byte-level BPE tokenizer."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    tokenizer = ByteLevelBPETokenizer()
+    tokenizer.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 50, vocab_size=300)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    return tmp_path / "model.pt", tmp_path / "tokenizer.json"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = tracking.configure(ProjectConfig(data_root=tmp_path / "data", mlflow_experiment="registry"))
+    return uri
+
+
+def register(files, key, bpb):
+    with mlflow.start_run():
+        return registry.register_model("gpt", key, *files, {"bits_per_byte": bpb}, {"train_key": key})
+
+
+def test_a_better_model_takes_the_champion_alias_and_a_worse_one_is_the_challenger(store, model_files):
+    client = MlflowClient()
+    v1, new = register(model_files, "k1", 2.0)
+    assert (v1, new) == (1, True)
+    assert register(model_files, "k1", 2.0) == (1, False), "one version per model output"
+    first = registry.select_champion("gpt", v1, "bits_per_byte")
+    assert (first.decision, first.champion, first.champion_before) == ("first champion", 1, None)
+
+    v2, _ = register(model_files, "k2", 1.5)
+    promoted = registry.select_champion("gpt", v2, "bits_per_byte")
+    assert (promoted.decision, promoted.champion, promoted.champion_score_before) == ("promoted", 2, 2.0)
+    assert client.get_model_version("gpt", "1").tags["bits_per_byte"] == "2.0", "the old champion keeps its version"
+
+    v3, _ = register(model_files, "k3", 1.8)
+    beaten = registry.select_champion("gpt", v3, "bits_per_byte")
+    assert (beaten.decision, beaten.champion) == ("challenger", 2)
+    assert int(client.get_model_version_by_alias("gpt", "champion").version) == 2
+    assert int(client.get_model_version_by_alias("gpt", "challenger").version) == 3
+    again = registry.select_champion("gpt", v3, "bits_per_byte")
+    assert again.decision == "challenger", "a rerun changes nothing"
+    assert int(client.get_model_version_by_alias("gpt", "champion").version) == 2
+    assert "**challenger**" in registry.selection_markdown("gpt", beaten)
+    assert client.get_model_version("gpt", "3").tags["lineage.train_key"] == "k3"
+
+
+def test_higher_is_better_and_a_missing_metric(store, model_files):
+    v1, _ = register(model_files, "k1", 2.0)
+    registry.select_champion("gpt", v1, "bits_per_byte", higher_is_better=True)
+    v2, _ = register(model_files, "k2", 2.5)
+    assert registry.select_champion("gpt", v2, "bits_per_byte", higher_is_better=True).decision == "promoted"
+    with pytest.raises(ValueError, match="has no 'accuracy' tag"):
+        registry.select_champion("gpt", v2, "accuracy")
+
+
+def test_the_registered_model_generates_text_and_refuses_a_prompt_longer_than_its_context(store, model_files):
+    v1, _ = register(model_files, "k1", 2.0)
+    model = mlflow.pyfunc.load_model(f"models:/gpt/{v1}")
+    first = model.predict(["the quick"], params={"max_new_tokens": 4, "seed": 7})
+    assert first == model.predict(["the quick"], params={"max_new_tokens": 4, "seed": 7}), "a seed fixes the sample"
+    assert isinstance(first[0], str) and first[0]
+    with pytest.raises(Exception, match="the model's context is 16"):
+        model.predict(["the quick brown fox jumps over the lazy dog " * 3])
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_a_prompt_over_http(store, model_files, unused_port, tmp_path):
+    v1, _ = register(model_files, "k1", 2.0)
+    registry.select_champion("gpt", v1, "bits_per_byte")
+    # The scoring server is `uvicorn`, found on PATH: the environment's bin folder, as an activated venv has it.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store,
+           "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/gpt@champion",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(unused_port)],
+                              env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{unused_port}/ping").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        answer = httpx.post(f"http://127.0.0.1:{unused_port}/invocations", timeout=60,
+                            json={"dataframe_split": {"columns": ["prompt"], "data": [["the quick"]]},
+                                  "params": {"max_new_tokens": 3}})
+        assert answer.status_code == 200, answer.text
+        (completion,) = json.loads(answer.text)["predictions"]
+        assert isinstance(completion, str)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
