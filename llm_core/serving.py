@@ -14,9 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 import mlflow
+import torch
+
+# Imported here, not inside predict(): MLflow's infer_code_paths packs the llm_core modules
+# imported when the model loads, and the served copy has nothing else.
+from llm_core.models.generate import generate
 
 PROMPT_COLUMN = "prompt"
-DEFAULT_PARAMS = {"max_new_tokens": 48, "temperature": 0.8, "top_k": 50, "seed": 1337}
+DEFAULT_PARAMS = {"max_new_tokens": 48, "temperature": 0.8, "top_k": 50, "top_p": 1.0, "seed": 1337}
 
 
 class TextGenerator(mlflow.pyfunc.PythonModel):
@@ -29,8 +34,6 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         self.tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
-        import torch
-
         settings = {**DEFAULT_PARAMS, **(params or {})}
         prompts = prompts_of(model_input)
         generator = torch.Generator().manual_seed(int(settings["seed"]))
@@ -42,9 +45,9 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
             if len(ids) >= self.model.config.block_size:
                 raise ValueError(f"the prompt is {len(ids)} tokens, the model's context is "
                                  f"{self.model.config.block_size}: shorten it")
-            out = self.model.generate(torch.tensor([ids]), int(settings["max_new_tokens"]),
-                                      temperature=float(settings["temperature"]), top_k=int(settings["top_k"]),
-                                      generator=generator)
+            out = generate(self.model, torch.tensor([ids]), int(settings["max_new_tokens"]),
+                           temperature=float(settings["temperature"]), top_k=int(settings["top_k"]),
+                           top_p=float(settings["top_p"]), generator=generator)
             completions.append(self.tokenizer.decode(out[0, len(ids):].tolist()))
         return completions
 

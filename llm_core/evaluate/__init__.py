@@ -1,17 +1,29 @@
-"""Evaluate stage: validation loss, perplexity, bits-per-byte and generated samples."""
+"""Evaluate stage: validation loss, perplexity, bits-per-byte, external evaluation sets,
+a continuation task (BLEU, ROUGE) and generated samples."""
 
+from pathlib import Path
+
+from llm_core.evaluate.config import EvaluateConfig
+from llm_core.evaluate.datasets import dataset_path
 from llm_core.evaluate.lm import REPORT_JSON, REPORT_MD, evaluate
 from llm_core.stage import Stage
 from llm_core.tokenizer.train import SHARDS_DIR, TOKENIZER_FILE
 from llm_core.train.worker import MODEL_FILE
+
+
+def dataset_files(config: EvaluateConfig) -> list[Path]:
+    """The evaluation sets' files: their content enters the key, so an edited set is scored again."""
+    return [dataset_path(d) for d in config.datasets]
+
 
 STAGE = Stage(
     "evaluate", package=__name__, inputs=("tokenizer", "train"),
     build=lambda config, inputs, out: evaluate(
         config.evaluate, inputs["tokenizer"].file(TOKENIZER_FILE), inputs["tokenizer"].file(SHARDS_DIR),
         inputs["train"].file(MODEL_FILE), out),
-    libraries=("torch", "tokenizers"),
+    libraries=("torch", "tokenizers", "sacrebleu", "rouge-score", "nltk"),
+    input_files=dataset_files,
     artifacts=(REPORT_MD, REPORT_JSON),
 )
 
-__all__ = ["REPORT_JSON", "REPORT_MD", "STAGE", "evaluate"]
+__all__ = ["REPORT_JSON", "REPORT_MD", "STAGE", "dataset_files", "evaluate"]

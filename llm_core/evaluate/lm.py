@@ -11,6 +11,10 @@ each window's tokens after the first are predicted from the ones before it. Metr
 
 With ``max_batches`` set, all three are measured on the first batches only
 (``val_tokens_scored`` says how many tokens).
+
+Beside them, under ``datasets.<name>``: the external sets of ``evaluate.datasets``, scored
+document by document with rolling windows (llm_core.evaluate.datasets), and under
+``continuation``: BLEU and ROUGE of greedy continuations (llm_core.evaluate.continuation).
 """
 
 from __future__ import annotations
@@ -26,8 +30,12 @@ import torch
 from tokenizers import Tokenizer
 from torch.nn import functional as F
 
-from llm_core.evaluate.config import EvaluateConfig
 from llm_core.errors import StageError
+from llm_core.evaluate.config import EvaluateConfig
+from llm_core.evaluate.continuation import continuation_task, document_passages, passage_length, window_passages
+from llm_core.evaluate.datasets import load_documents, score_dataset
+from llm_core.models.generate import generate
+from llm_core.evaluate.report import render_report
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.tokenizer.train import token_byte_lengths
 from llm_core.train import load_model
@@ -80,7 +88,8 @@ def generate_samples(model, tokenizer: Tokenizer, windows: list[np.ndarray], con
     step = max(1, len(windows) // max(config.num_samples, 1))
     for window in windows[::step][: config.num_samples]:
         prompt = torch.from_numpy(window[:PROMPT_TOKENS]).unsqueeze(0).to(device)
-        out = model.generate(prompt, config.sample_tokens, temperature=config.temperature, top_k=config.top_k, generator=generator)
+        out = generate(model, prompt, config.sample_tokens, temperature=config.temperature, top_k=config.top_k,
+                       top_p=config.top_p, greedy=config.greedy, generator=generator)
         samples.append({
             "prompt": tokenizer.decode(prompt[0].tolist()),
             "completion": tokenizer.decode(out[0, PROMPT_TOKENS:].tolist()),
@@ -89,17 +98,19 @@ def generate_samples(model, tokenizer: Tokenizer, windows: list[np.ndarray], con
 
 
 def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, model_file: Path, out_dir: Path) -> dict[str, Any]:
+    documents = {d.name: load_documents(d) for d in config.datasets}  # a bad file fails before any scoring
     torch.manual_seed(config.seed)
     model = load_model(model_file, device="cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     val = TokenShards(shards_dir, "val")
+    eot_id = val.meta["eot_id"]
     windows = val.sequential_windows(model.config.block_size + 1)
     scores = score(model, windows, token_byte_lengths(tokenizer), config.batch_size, config.max_batches)
     if scores.text_bytes == 0:
         raise StageError(STAGE, "the validation split has no text tokens to score; raise "
                          "tokenizer.val_fraction or crawl more pages")
     loss = scores.nll / scores.tokens
-    metrics = {
+    metrics: dict[str, Any] = {
         "val_loss": round(loss, 5),
         "perplexity": round(math.exp(loss), 3),
         "bits_per_byte": round(scores.text_nll / (math.log(2) * scores.text_bytes), 5),
@@ -108,16 +119,30 @@ def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, mod
         "val_bytes": val.bytes,
         "params": model.num_params(),
     }
+    token_docs = {}
+    if config.datasets:
+        metrics["datasets"] = {}
+        for dataset in config.datasets:
+            metrics["datasets"][dataset.name], token_docs[dataset.name] = score_dataset(
+                model, tokenizer, dataset, documents[dataset.name], eot_id, config.batch_size)
+    examples = []
+    if config.continuation.num_docs:
+        first = config.datasets[0].name if config.datasets else None
+        metrics["continuation"], examples = continue_passages(
+            model, tokenizer, config, token_docs[first] if first else None, windows, eot_id)
+        metrics["continuation"]["source"] = f"datasets.{first}" if first else "validation split"
     samples = generate_samples(model, tokenizer, windows, config)
-    (out_dir / REPORT_JSON).write_text(json.dumps({"metrics": metrics, "samples": samples}, indent=2, ensure_ascii=False))
-    (out_dir / REPORT_MD).write_text(render_report(metrics, samples))
+    report = {"metrics": metrics, "samples": samples, "continuation_examples": examples}
+    (out_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    (out_dir / REPORT_MD).write_text(render_report(metrics, samples, examples))
     return metrics
 
 
-def render_report(metrics: dict[str, Any], samples: list[dict[str, str]]) -> str:
-    lines = ["# Evaluation report", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in metrics.items()]
-    lines += ["", "## Samples", ""]
-    for i, s in enumerate(samples, 1):
-        lines += [f"**{i}.** _{s['prompt'].strip()}_ → {s['completion'].strip()}", ""]
-    return "\n".join(lines)
+def continue_passages(model, tokenizer: Tokenizer, config: EvaluateConfig, token_docs: list[list[int]] | None,
+                      windows: list[np.ndarray], eot_id: int) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The continuation task on the first dataset's documents, or else on the validation windows
+    (the stage has the validation split as tokens only)."""
+    length = passage_length(config.continuation, model.config.block_size)
+    passages = document_passages(token_docs, length) if token_docs is not None else \
+        window_passages(windows, eot_id, length)
+    return continuation_task(model, tokenizer, passages, config.continuation, eot_id)
