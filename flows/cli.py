@@ -7,6 +7,8 @@
     llmpipe demo --config FILE                           serve the demo site on 127.0.0.1, then run
     llmpipe serve [--file deployments/prefect.yaml]      serve the deployments (schedules, UI runs)
     llmpipe ui [--config FILE]                           Prefect and MLflow UIs on 127.0.0.1 (its data root)
+    llmpipe generate --model URI --prompt TEXT           a registered model continues a prompt
+    llmpipe evaluate --model URI --data FILE             a registered model's metrics on any text
 
 Prefect reads its settings when first imported, so commands set the environment from the
 config (flows/environment.py) before importing anything of Prefect's.
@@ -15,10 +17,12 @@ config (flows/environment.py) before importing anything of Prefect's.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
 
+from flows import model_commands
 from flows.environment import prepare_ephemeral_api, setup_environment
 from flows.services import MLFLOW_PORT, PREFECT_PORT, demo_site, serve, ui
 from llm_core.config import STAGES, PipelineConfig, load_config
@@ -126,6 +130,21 @@ def parser() -> argparse.ArgumentParser:
                          default=DEFAULT_CONFIG)
     ui_cmd.add_argument("--prefect-port", type=int, default=PREFECT_PORT)
     ui_cmd.add_argument("--mlflow-port", type=int, default=MLFLOW_PORT)
+    gen = with_config(sub.add_parser("generate", help="a registered model continues a prompt"),
+                      default=DEFAULT_CONFIG)
+    gen.add_argument("--model", required=True, help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=48)
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--top-k", type=int, default=50)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=1337)
+    ev = with_config(sub.add_parser("evaluate", help="a registered model's metrics on a text, JSONL or Parquet file"),
+                     default=DEFAULT_CONFIG)
+    ev.add_argument("--model", required=True, help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    ev.add_argument("--data", required=True, type=Path)
+    ev.add_argument("--stride", type=int, default=None, help="tokens newly scored per window (default: the context)")
+    ev.add_argument("--batch-size", type=int, default=8)
     return p
 
 
@@ -140,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             status(config)
         elif args.command == "gc":
             gc(config, args.keep_runs, args.older_than, args.tmp_older_than, args.apply)
+        elif args.command == "generate":
+            params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
+                      "top_p": args.top_p, "seed": args.seed}
+            print(args.prompt + model_commands.generate(config, args.model, args.prompt, params))
+        elif args.command == "evaluate":
+            metrics = model_commands.evaluate_file(config, args.model, args.data, args.stride, args.batch_size)
+            print(json.dumps(metrics, indent=2))
         elif args.command == "ui":
             ui(config, args.prefect_port, args.mlflow_port)
         elif args.command == "demo":

@@ -11,6 +11,7 @@ alias back (``MlflowClient().set_registered_model_alias(name, "champion", versio
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,11 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from llm_core.errors import PipelineError
+from llm_core.tokenizer.families import HF_CONFIG_FILE
+
 MODEL_KEY_TAG = "llmpipe.model_key"
+MODELS_SCHEME = "models:/"
 CHAMPION, CHALLENGER = "champion", "challenger"
 SELECTION_TAG = "selection.decision"
 
@@ -39,9 +44,13 @@ def register_model(model_name: str, model_key: str, model_file: Path, tokenizer_
 
     from llm_core import serving
 
+    artifacts = {"model": str(model_file), "tokenizer": str(tokenizer_file)}
+    hf_config = Path(tokenizer_file).with_name(HF_CONFIG_FILE)  # the special tokens' roles (end of text)
+    if hf_config.is_file():
+        artifacts["tokenizer_config"] = str(hf_config)
     info = mlflow.pyfunc.log_model(
         name="model", python_model=str(Path(serving.__file__).with_name("serving_model.py")),
-        artifacts={"model": str(model_file), "tokenizer": str(tokenizer_file)},
+        artifacts=artifacts,
         signature=serving.signature(), input_example=["The"],
         # Listing the requirements saves MLflow inferring them; the code of llm_core it needs
         # (the model class, the generator) travels with the model.
@@ -139,3 +148,44 @@ def _score(tags: dict[str, str], metric: str, model_name: str, version: int) -> 
 
 def _float(value: str | None) -> float | None:
     return float(value) if value not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class RegisteredFiles:
+    """A registered version's files, downloaded: what training, evaluation and generation
+    load (plain weights and a tokenizer; no pickle)."""
+
+    uri: str
+    name: str
+    version: int
+    run_id: str
+    model_file: Path
+    tokenizer_file: Path | None
+    eot_token: str | None
+
+
+def download_registered(uri: str, dst: Path) -> RegisteredFiles:
+    """``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` into ``dst``. A URI of another shape,
+    a version that does not exist, or one that is not a model this pipeline registered: a
+    ``PipelineError`` saying which."""
+    name, sep, version = uri[len(MODELS_SCHEME):].partition("/") if uri.startswith(MODELS_SCHEME) else ("", "", "")
+    alias = None
+    if not sep:
+        name, _, alias = name.partition("@")
+    if not name or not (version or alias):
+        raise PipelineError(f"{uri}: name a registered model as models:/NAME/VERSION or models:/NAME@ALIAS")
+    client = MlflowClient()
+    try:
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise PipelineError(f"{uri}: not found in the registry at {mlflow.get_registry_uri()} "
+                            f"({exc.message.splitlines()[0]})") from None
+    local = Path(mlflow.artifacts.download_artifacts(f"{MODELS_SCHEME}{name}/{found.version}", dst_path=str(dst)))
+    model_file = next(iter(sorted(local.rglob("model.pt"))), None)
+    if model_file is None:
+        raise PipelineError(f"{uri} is not a model this pipeline registered (no model.pt in it)")
+    tokenizer_file = next(iter(sorted(local.rglob("tokenizer.json"))), None)
+    hf_config = next(iter(sorted(local.rglob(HF_CONFIG_FILE))), None)
+    eot = json.loads(hf_config.read_text()).get("eos_token") if hf_config else None
+    return RegisteredFiles(uri, name, int(found.version), found.run_id or "", model_file, tokenizer_file,
+                           eot if isinstance(eot, str) else None)

@@ -26,12 +26,16 @@ DEFAULT_PARAMS = {"max_new_tokens": 48, "temperature": 0.8, "top_k": 50, "top_p"
 
 class TextGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
+        self.load(context.artifacts["model"], context.artifacts["tokenizer"])
+
+    def load(self, model_file, tokenizer_file) -> "TextGenerator":
         from tokenizers import Tokenizer
 
         from llm_core.train import load_model
 
-        self.model = load_model(context.artifacts["model"])
-        self.tokenizer = Tokenizer.from_file(context.artifacts["tokenizer"])
+        self.model = load_model(model_file)
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        return self
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
         settings = {**DEFAULT_PARAMS, **(params or {})}

@@ -24,7 +24,8 @@ def model_files(tmp_path):
     from tokenizers import ByteLevelBPETokenizer
 
     tokenizer = ByteLevelBPETokenizer()
-    tokenizer.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 50, vocab_size=300)
+    tokenizer.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 50, vocab_size=300,
+                                  special_tokens=["<|endoftext|>"])
     tokenizer.save(str(tmp_path / "tokenizer.json"))
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16))
@@ -116,3 +117,41 @@ def test_mlflow_models_serve_answers_a_prompt_over_http(store, model_files, unus
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_llmpipe_generate_and_evaluate_a_registered_model(store, model_files, tmp_path, capsys):
+    from flows.cli import main
+
+    register(model_files, "k1", 2.0)
+    registry.select_champion("gpt", 1, "bits_per_byte")
+    base = ["--config", "configs/tiny.yaml", "--set", f"project.data_root={tmp_path / 'data'}",
+            "--set", "project.mlflow_experiment=registry"]
+    assert main(["generate", *base, "--model", "models:/gpt@champion", "--prompt", "the quick",
+                 "--max-new-tokens", "4", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the quick")
+    assert main(["generate", *base, "--model", "models:/gpt@champion", "--prompt", "the quick",
+                 "--max-new-tokens", "4", "--seed", "3"]) == 0
+    assert capsys.readouterr().out == out, "a seed fixes the sample"
+
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 20)
+    assert main(["evaluate", *base, "--model", "models:/gpt/1", "--data", str(text), "--stride", "8"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["version"] == 1 and metrics["stride"] == 8 and metrics["bits_per_byte"] > 0
+    assert metrics["word_perplexity"] > metrics["byte_perplexity"] > 1
+
+    # Bad input: a clear error, exit code 1, nothing registered.
+    for args, message in (
+        (["generate", "--model", "models:/gpt/99", "--prompt", "x"], "not found in the registry"),
+        (["generate", "--model", "models:/gpt", "--prompt", "x"], "name a registered model as"),
+        (["generate", "--model", "models:/gpt/1", "--prompt", "the quick brown fox " * 10], "the model's context is 16"),
+        (["evaluate", "--model", "models:/gpt/1", "--data", str(tmp_path / "missing.txt")], "missing.txt"),
+    ):
+        assert main([args[0], *base, *args[1:]]) == 1, args
+        assert message in capsys.readouterr().err, args
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(["evaluate", *base, "--model", "models:/gpt/1", "--data", str(empty)]) == 1
+    assert "empty.txt" in capsys.readouterr().err
+    assert len(MlflowClient().search_model_versions("name = 'gpt'")) == 1

@@ -143,7 +143,7 @@ def test_continued_training_from_a_registered_model(shards, tmp_path, monkeypatc
     assert stats["lineage"]["parent_model_version"] == str(version)
     with pytest.raises(StageError, match="models:/parent-gpt/99: not found in the registry"):
         initial_weights("models:/parent-gpt/99", tmp_path / "work")
-    with pytest.raises(StageError, match="name a version or an alias"):
+    with pytest.raises(StageError, match="name a registered model as"):
         initial_weights("models:/parent-gpt", tmp_path / "work")
 
 

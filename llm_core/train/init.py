@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from llm_core.errors import StageError
+from llm_core.errors import PipelineError, StageError
 from llm_core.train.config import TrainConfig
 
 MODELS_SCHEME = "models:/"
@@ -63,35 +63,14 @@ def initial_weights(init_from: str, work_dir: Path) -> InitialWeights:
 
 
 def _registered(uri: str, work_dir: Path) -> InitialWeights:
-    """A registered version's ``model.pt``, downloaded from the registry (the pyfunc of
-    :mod:`llm_core.serving` keeps it as an artifact): no pickle is loaded."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    """A registered version's ``model.pt``, downloaded from the registry: no pickle is loaded."""
+    from llm_core.registry import download_registered
 
-    name, sep, version = uri[len(MODELS_SCHEME):].partition("/")
-    alias = None
-    if not sep:
-        name, _, alias = name.partition("@")
-    if not name or not (version or alias):
-        raise StageError("train", f"train.init_from {uri}: name a version or an alias "
-                         "(models:/NAME/VERSION or models:/NAME@ALIAS)")
-    client = MlflowClient()
     try:
-        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException as exc:
-        raise StageError("train", f"train.init_from {uri}: not found in the registry at {mlflow.get_registry_uri()} "
-                         f"({exc.message.splitlines()[0]})") from None
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(f"{MODELS_SCHEME}{name}/{found.version}",
-                                                         dst_path=str(work_dir / "parent")))
-    except MlflowException as exc:
-        raise StageError("train", f"train.init_from {uri}: version {found.version} found, its files could not be "
-                         f"downloaded ({exc.message.splitlines()[0]})", retryable=True) from None
-    weights = next(iter(sorted(local.rglob("model.pt"))), None)
-    if weights is None:
-        raise StageError("train", f"train.init_from {uri} is not a model this pipeline registered (no model.pt in it)")
-    saved = torch.load(weights, map_location="cpu", weights_only=True)
-    lineage = {"init_from": uri, "parent_model": name, "parent_model_version": str(found.version),
-               "parent_run_id": found.run_id or ""}
-    return InitialWeights(weights, saved["config"], lineage)
+        files = download_registered(uri, work_dir / "parent")
+    except PipelineError as exc:
+        raise StageError("train", f"train.init_from {exc}") from None
+    saved = torch.load(files.model_file, map_location="cpu", weights_only=True)
+    lineage = {"init_from": uri, "parent_model": files.name, "parent_model_version": str(files.version),
+               "parent_run_id": files.run_id}
+    return InitialWeights(files.model_file, saved["config"], lineage)
