@@ -45,6 +45,8 @@ class Stage:
     tables: tuple[str, ...] = ()
     # A JSON-lines file of ``{"step": n, metric: value...}`` records: logged as metric curves.
     history_file: str | None = None
+    # A markdown file of the output shown to a reviewer as a Prefect markdown artifact.
+    report: str | None = None
 
     def config(self, config: "PipelineConfig") -> BaseModel:
         return getattr(config, self.name)

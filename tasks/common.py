@@ -77,6 +77,10 @@ def stage_task(stage: str) -> Task:
         create_markdown_artifact(
             key=f"{stage}-stats", markdown=stats_markdown(output), description=f"{stage} stage statistics"
         )
+        report = get_stage(stage).report
+        if report and output.file(report).is_file():
+            create_markdown_artifact(key=f"{stage}-report", markdown=output.file(report).read_text(),
+                                     description=f"{stage} stage report")
         for table in get_stage(stage).tables:
             if output.stats.get(table):
                 create_table_artifact(key=f"{stage}-{table}".replace("_", "-"), table=output.stats[table],

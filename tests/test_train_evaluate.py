@@ -48,12 +48,15 @@ def test_zero2_trains_and_evaluates(shards, tmp_path):
     eval_out = tmp_path / "eval"
     eval_out.mkdir()
     metrics = evaluate(EvaluateConfig(num_samples=2, sample_tokens=16), shards / TOKENIZER_FILE, shards / SHARDS_DIR,
-                       out / MODEL_FILE, eval_out)
+                       out / MODEL_FILE, eval_out, history_file=out / "metrics.jsonl")
     assert math.isclose(metrics["perplexity"], math.exp(metrics["val_loss"]), rel_tol=1e-3)
     assert metrics["val_loss"] < math.log(512), "better than uniform over the vocabulary"
     assert 0.5 < metrics["bits_per_byte"] < 8
     report = json.loads((eval_out / REPORT_JSON).read_text())
     assert len(report["samples"]) == 2 and all(s["completion"] for s in report["samples"])
+    assert (eval_out / "loss_curves.png").read_bytes().startswith(b"\x89PNG"), "the training curve, plotted"
+    html = (eval_out / "report.html").read_text()
+    assert "<table>" in html and 'src="loss_curves.png"' in html and "<h2>Samples</h2>" in html
 
 
 def test_zero3_two_processes_consolidates_the_model(shards, tmp_path):

@@ -5,9 +5,11 @@ from pathlib import Path
 
 from llm_core.evaluate.config import EvaluateConfig
 from llm_core.evaluate.datasets import dataset_path
-from llm_core.evaluate.lm import REPORT_JSON, REPORT_MD, evaluate
+from llm_core.evaluate.lm import REPORT_HTML, REPORT_JSON, REPORT_MD, evaluate
+from llm_core.evaluate.report import LOSS_CURVES_PNG
 from llm_core.stage import Stage
 from llm_core.tokenizer.train import SHARDS_DIR, TOKENIZER_FILE
+from llm_core.train.monitor import METRICS_FILE
 from llm_core.train.worker import MODEL_FILE
 
 
@@ -20,10 +22,11 @@ STAGE = Stage(
     "evaluate", package=__name__, inputs=("tokenizer", "train"),
     build=lambda config, inputs, out: evaluate(
         config.evaluate, inputs["tokenizer"].file(TOKENIZER_FILE), inputs["tokenizer"].file(SHARDS_DIR),
-        inputs["train"].file(MODEL_FILE), out),
+        inputs["train"].file(MODEL_FILE), out, history_file=inputs["train"].file(METRICS_FILE)),
     libraries=("torch", "tokenizers", "sacrebleu", "rouge-score", "nltk"),
     input_files=dataset_files,
-    artifacts=(REPORT_MD, REPORT_JSON),
+    artifacts=(REPORT_MD, REPORT_JSON, REPORT_HTML, LOSS_CURVES_PNG),
+    report=REPORT_MD,
 )
 
 __all__ = ["REPORT_JSON", "REPORT_MD", "STAGE", "dataset_files", "evaluate"]

@@ -35,7 +35,7 @@ from llm_core.evaluate.config import EvaluateConfig
 from llm_core.evaluate.continuation import continuation_task, document_passages, passage_length, window_passages
 from llm_core.evaluate.datasets import load_documents, score_dataset
 from llm_core.models.generate import generate
-from llm_core.evaluate.report import render_report
+from llm_core.evaluate.report import LOSS_CURVES_PNG, loss_curves, render_html, render_report
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.tokenizer.train import token_byte_lengths
 from llm_core.train import load_model
@@ -43,6 +43,7 @@ from llm_core.train import load_model
 STAGE = "evaluate"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
 PROMPT_TOKENS = 8
 
 
@@ -97,7 +98,9 @@ def generate_samples(model, tokenizer: Tokenizer, windows: list[np.ndarray], con
     return samples
 
 
-def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, model_file: Path, out_dir: Path) -> dict[str, Any]:
+def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, model_file: Path, out_dir: Path,
+             history_file: Path | None = None) -> dict[str, Any]:
+    """``history_file``: the train stage's ``metrics.jsonl``, plotted in the report."""
     documents = {d.name: load_documents(d) for d in config.datasets}  # a bad file fails before any scoring
     torch.manual_seed(config.seed)
     model = load_model(model_file, device="cuda" if torch.cuda.is_available() else "cpu")
@@ -134,7 +137,10 @@ def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, mod
     samples = generate_samples(model, tokenizer, windows, config)
     report = {"metrics": metrics, "samples": samples, "continuation_examples": examples}
     (out_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    (out_dir / REPORT_MD).write_text(render_report(metrics, samples, examples))
+    curves = history_file is not None and loss_curves(history_file, out_dir / LOSS_CURVES_PNG)
+    markdown = render_report(metrics, samples, examples, curves)
+    (out_dir / REPORT_MD).write_text(markdown)
+    (out_dir / REPORT_HTML).write_text(render_html(markdown))
     return metrics
 
 
