@@ -8,7 +8,7 @@
     llmpipe serve [--file deployments/prefect.yaml]      serve the deployments (schedules, UI runs)
     llmpipe ui [--config FILE]                           Prefect and MLflow UIs on 127.0.0.1 (its data root)
     llmpipe generate --model URI --prompt TEXT           a registered model continues a prompt
-    llmpipe evaluate --model URI --data FILE             a registered model's metrics on any text
+    llmpipe evaluate --model URI [--model URI ...] --data FILE   a registered model's (or an ensemble's) metrics on any text
 
 Prefect reads its settings when first imported, so commands set the environment from the
 config (flows/environment.py) before importing anything of Prefect's.
@@ -141,7 +141,8 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=1337)
     ev = with_config(sub.add_parser("evaluate", help="a registered model's metrics on a text, JSONL or Parquet file"),
                      default=DEFAULT_CONFIG)
-    ev.add_argument("--model", required=True, help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    ev.add_argument("--model", required=True, action="append", dest="models",
+                    help="models:/NAME/VERSION or models:/NAME@ALIAS; several: each and their ensemble")
     ev.add_argument("--data", required=True, type=Path)
     ev.add_argument("--stride", type=int, default=None, help="tokens newly scored per window (default: the context)")
     ev.add_argument("--batch-size", type=int, default=8)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                       "top_p": args.top_p, "seed": args.seed}
             print(args.prompt + model_commands.generate(config, args.model, args.prompt, params))
         elif args.command == "evaluate":
-            metrics = model_commands.evaluate_file(config, args.model, args.data, args.stride, args.batch_size)
+            metrics = model_commands.evaluate_file(config, args.models, args.data, args.stride, args.batch_size)
             print(json.dumps(metrics, indent=2))
         elif args.command == "ui":
             ui(config, args.prefect_port, args.mlflow_port)

@@ -42,24 +42,46 @@ def generate(config: PipelineConfig, uri: str, prompt: str, params: dict[str, An
     return completion
 
 
-def evaluate_file(config: PipelineConfig, uri: str, data: Path, stride: int | None, batch_size: int) -> dict[str, Any]:
+def evaluate_file(config: PipelineConfig, uris: list[str], data: Path, stride: int | None,
+                  batch_size: int) -> dict[str, Any]:
     """The evaluate stage's metrics of an external set (bits per byte, word / byte / token
-    perplexity, rolling windows of ``stride``) for a registered model on ``data``."""
+    perplexity, rolling windows of ``stride``) for a registered model on ``data``; with several
+    models, each one's and their ensemble's (the average of their next-token distributions,
+    llm_core.evaluate.ensemble), so a user sees whether the ensemble beats its best member."""
     from tokenizers import Tokenizer
 
     from llm_core.evaluate.config import EvalDataset
     from llm_core.evaluate.datasets import load_documents, score_dataset
+    from llm_core.evaluate.ensemble import Ensemble
+    from llm_core.fingerprint import file_digest
     from llm_core.tokenizer.train import EOT_TOKEN
     from llm_core.train import load_model
 
     dataset = EvalDataset(name="data", path=str(data), stride=stride)
     docs = load_documents(dataset)  # an empty or non-UTF-8 file fails before anything is downloaded
+    models, tokenizers, versions = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        files = registered_files(config, uri, Path(tmp))
-        model = load_model(files.model_file)
-        tokenizer = Tokenizer.from_file(str(files.tokenizer_file))
-    eot_id = tokenizer.token_to_id(files.eot_token or EOT_TOKEN)
+        for i, uri in enumerate(uris):
+            files = registered_files(config, uri, Path(tmp) / str(i))
+            models.append(load_model(files.model_file))
+            tokenizers[uri] = (file_digest(files.tokenizer_file), Tokenizer.from_file(str(files.tokenizer_file)),
+                               files.eot_token or EOT_TOKEN)
+            versions[uri] = files.version
+    if len({digest for digest, _, _ in tokenizers.values()}) > 1:
+        raise PipelineError(f"the models {', '.join(uris)} do not share one tokenizer: an ensemble averages "
+                            "next-token distributions over one vocabulary")
+    _, tokenizer, eot = tokenizers[uris[0]]
+    eot_id = tokenizer.token_to_id(eot)
     if eot_id is None:
-        raise PipelineError(f"{uri}: its tokenizer has no end-of-text token ({files.eot_token or EOT_TOKEN})")
-    metrics, _ = score_dataset(model, tokenizer, dataset, docs, eot_id, batch_size)
-    return {"model": uri, "version": files.version, "data": str(data), **metrics}
+        raise PipelineError(f"{uris[0]}: its tokenizer has no end-of-text token ({eot})")
+
+    def scored(model) -> dict[str, Any]:
+        return score_dataset(model, tokenizer, dataset, docs, eot_id, batch_size)[0]
+
+    if len(models) == 1:
+        return {"model": uris[0], "version": versions[uris[0]], "data": str(data), **scored(models[0])}
+    members = {uri: {"version": versions[uri], **scored(model)} for uri, model in zip(uris, models)}
+    ensemble = scored(Ensemble(models))
+    best = min(members.values(), key=lambda m: m["bits_per_byte"])["bits_per_byte"]
+    return {"data": str(data), "members": members, "ensemble": ensemble,
+            "ensemble_beats_best_member": ensemble["bits_per_byte"] < best}

@@ -181,11 +181,23 @@ def download_registered(uri: str, dst: Path) -> RegisteredFiles:
         raise PipelineError(f"{uri}: not found in the registry at {mlflow.get_registry_uri()} "
                             f"({exc.message.splitlines()[0]})") from None
     local = Path(mlflow.artifacts.download_artifacts(f"{MODELS_SCHEME}{name}/{found.version}", dst_path=str(dst)))
-    model_file = next(iter(sorted(local.rglob("model.pt"))), None)
-    if model_file is None:
-        raise PipelineError(f"{uri} is not a model this pipeline registered (no model.pt in it)")
-    tokenizer_file = next(iter(sorted(local.rglob("tokenizer.json"))), None)
-    hf_config = next(iter(sorted(local.rglob(HF_CONFIG_FILE))), None)
+    files = _pyfunc_artifacts(local)
+    if "model" not in files:
+        raise PipelineError(f"{uri} is not a model this pipeline registered (no model weights among its artifacts)")
+    hf_config = files.get("tokenizer_config")
     eot = json.loads(hf_config.read_text()).get("eos_token") if hf_config else None
-    return RegisteredFiles(uri, name, int(found.version), found.run_id or "", model_file, tokenizer_file,
+    return RegisteredFiles(uri, name, int(found.version), found.run_id or "", files["model"], files.get("tokenizer"),
                            eot if isinstance(eot, str) else None)
+
+
+def _pyfunc_artifacts(model_dir: Path) -> dict[str, Path]:
+    """The artifacts :func:`register_model` logged (``model``, ``tokenizer``, ``tokenizer_config``),
+    by name, from the downloaded model's ``MLmodel`` file."""
+    import yaml
+
+    mlmodel = model_dir / "MLmodel"
+    if not mlmodel.is_file():
+        return {}
+    flavor = (yaml.safe_load(mlmodel.read_text()).get("flavors") or {}).get("python_function") or {}
+    return {key: model_dir / spec["path"] for key, spec in (flavor.get("artifacts") or {}).items()
+            if (model_dir / spec["path"]).is_file()}

@@ -155,3 +155,33 @@ def test_llmpipe_generate_and_evaluate_a_registered_model(store, model_files, tm
     assert main(["evaluate", *base, "--model", "models:/gpt/1", "--data", str(empty)]) == 1
     assert "empty.txt" in capsys.readouterr().err
     assert len(MlflowClient().search_model_versions("name = 'gpt'")) == 1
+
+
+def test_llmpipe_evaluate_an_ensemble_of_registered_models(store, model_files, tmp_path, capsys):
+    from flows.cli import main
+
+    register(model_files, "k1", 2.0)
+    model_file, tokenizer_file = model_files
+    torch.manual_seed(1)
+    other = GPT(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    torch.save({"config": other.config.to_dict(), "state_dict": other.state_dict()}, tmp_path / "other.pt")
+    register((tmp_path / "other.pt", tokenizer_file), "k2", 2.0)
+    base = ["--config", "configs/tiny.yaml", "--set", f"project.data_root={tmp_path / 'data'}",
+            "--set", "project.mlflow_experiment=registry"]
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 20)
+    assert main(["evaluate", *base, "--model", "models:/gpt/1", "--model", "models:/gpt/2", "--data", str(text)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    members = [m["bits_per_byte"] for m in result["members"].values()]
+    assert result["ensemble"]["bits_per_byte"] <= sum(members) / 2 + 1e-4
+    assert result["ensemble_beats_best_member"] == (result["ensemble"]["bits_per_byte"] < min(members))
+
+    from tokenizers import ByteLevelBPETokenizer
+
+    different = ByteLevelBPETokenizer()
+    different.train_from_iterator(["lorem ipsum dolor sit amet"] * 50, vocab_size=300, special_tokens=["<|endoftext|>"])
+    (tmp_path / "tok2").mkdir()
+    different.save(str(tmp_path / "tok2" / "tokenizer.json"))
+    register((model_file, tmp_path / "tok2" / "tokenizer.json"), "k3", 2.0)
+    assert main(["evaluate", *base, "--model", "models:/gpt/1", "--model", "models:/gpt/3", "--data", str(text)]) == 1
+    assert "do not share one tokenizer" in capsys.readouterr().err
