@@ -178,3 +178,21 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert torch.isfinite(filter_logits(shuffled, top_p=0.6))[0].tolist() == [False, True, False, True]
     assert torch.isfinite(filter_logits(logits, top_k=3, top_p=0.99))[0].tolist() == [True, True, True, False]
     assert math.isinf(filter_logits(logits, top_k=1)[0, 1].item())
+
+
+def test_samples_come_from_the_configured_prompts(trained, tmp_path):
+    from llm_core.errors import StageError
+
+    tok, model_file = trained
+    config = EvaluateConfig(sample_tokens=6, prompts=["ROMEO:", "To be, or not"], continuation={"num_docs": 0},
+                            max_batches=1)
+    evaluate(config, tok / TOKENIZER_FILE, tok / SHARDS_DIR, model_file, tmp_path)
+    samples = json.loads((tmp_path / REPORT_JSON).read_text())["samples"]
+    assert [s["prompt"] for s in samples] == ["ROMEO:", "To be, or not"] and all(s["completion"] for s in samples)
+    again = tmp_path / "again"
+    again.mkdir()
+    evaluate(config, tok / TOKENIZER_FILE, tok / SHARDS_DIR, model_file, again)
+    assert json.loads((again / REPORT_JSON).read_text())["samples"] == samples, "seeded"
+    with pytest.raises(StageError, match="evaluate.prompts: 'word word word"):
+        evaluate(config.model_copy(update={"prompts": ["word " * 200]}), tok / TOKENIZER_FILE, tok / SHARDS_DIR,
+                 model_file, tmp_path / "bad")

@@ -54,6 +54,9 @@ class EvaluateConfig(Section):
     # Samples take the most likely token each step (temperature, top_k, top_p then do nothing).
     greedy: bool = False
     seed: int = 1337
+    # Prompts to sample from (each once, in the report and MLflow); none: num_samples prompts
+    # of PROMPT_TOKENS tokens taken from the validation split.
+    prompts: list[str] = Field(default_factory=list)
     datasets: list[EvalDataset] = Field(default_factory=list)
     continuation: ContinuationConfig = Field(default_factory=ContinuationConfig)
 

@@ -83,19 +83,30 @@ def score(model, windows: list[np.ndarray], token_bytes: np.ndarray, batch_size:
 
 
 def generate_samples(model, tokenizer: Tokenizer, windows: list[np.ndarray], config: EvaluateConfig) -> list[dict[str, str]]:
+    """Samples from the configured prompts, else from the first tokens of evenly spread
+    validation windows; one seeded generator, so a rerun gives the same text."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     samples = []
-    step = max(1, len(windows) // max(config.num_samples, 1))
-    for window in windows[::step][: config.num_samples]:
-        prompt = torch.from_numpy(window[:PROMPT_TOKENS]).unsqueeze(0).to(device)
+    for ids in sample_prompts(tokenizer, windows, config, model.config.block_size):
+        prompt = torch.tensor([ids], device=device)
         out = generate(model, prompt, config.sample_tokens, temperature=config.temperature, top_k=config.top_k,
                        top_p=config.top_p, greedy=config.greedy, generator=generator)
-        samples.append({
-            "prompt": tokenizer.decode(prompt[0].tolist()),
-            "completion": tokenizer.decode(out[0, PROMPT_TOKENS:].tolist()),
-        })
+        samples.append({"prompt": tokenizer.decode(ids), "completion": tokenizer.decode(out[0, len(ids):].tolist())})
     return samples
+
+
+def sample_prompts(tokenizer: Tokenizer, windows: list[np.ndarray], config: EvaluateConfig,
+                   block_size: int) -> list[list[int]]:
+    if not config.prompts:
+        step = max(1, len(windows) // max(config.num_samples, 1))
+        return [w[:PROMPT_TOKENS].tolist() for w in windows[::step][: config.num_samples]]
+    prompts = [tokenizer.encode(p, add_special_tokens=False).ids for p in config.prompts]
+    for text, ids in zip(config.prompts, prompts):
+        if not ids or len(ids) >= block_size:
+            raise StageError(STAGE, f"evaluate.prompts: {text[:40]!r} is {len(ids)} tokens; a prompt needs 1 to "
+                             f"{block_size - 1} (the model's context is {block_size})")
+    return prompts
 
 
 def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, model_file: Path, out_dir: Path,
@@ -108,6 +119,7 @@ def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, mod
     val = TokenShards(shards_dir, "val")
     eot_id = val.meta["eot_id"]
     windows = val.sequential_windows(model.config.block_size + 1)
+    sample_prompts(tokenizer, windows, config, model.config.block_size)  # a bad prompt fails before any scoring
     scores = score(model, windows, token_byte_lengths(tokenizer), config.batch_size, config.max_batches)
     if scores.text_bytes == 0:
         raise StageError(STAGE, "the validation split has no text tokens to score; raise "
