@@ -196,3 +196,20 @@ def test_samples_come_from_the_configured_prompts(trained, tmp_path):
     with pytest.raises(StageError, match="evaluate.prompts: 'word word word"):
         evaluate(config.model_copy(update={"prompts": ["word " * 200]}), tok / TOKENIZER_FILE, tok / SHARDS_DIR,
                  model_file, tmp_path / "bad")
+
+
+def test_the_stage_scores_multiple_choice_tasks(trained, tmp_path):
+    from pathlib import Path
+
+    from llm_core.evaluate.choice import score_choice_task
+    from llm_core.evaluate.config import ChoiceTask
+
+    tok, model_file = trained
+    task = Path(__file__).parent / "data" / "choice" / "task.jsonl"
+    config = EvaluateConfig(num_samples=0, continuation={"num_docs": 0}, max_batches=1,
+                            choice_tasks=[ChoiceTask(name="toy", path=str(task))])
+    metrics = evaluate(config, tok / TOKENIZER_FILE, tok / SHARDS_DIR, model_file, tmp_path)
+    tokenizer = Tokenizer.from_file(str(tok / TOKENIZER_FILE))
+    direct = score_choice_task(load_model(model_file), tokenizer, task, tokenizer.token_to_id("<|endoftext|>"), 8)
+    assert metrics["choice"]["toy"] == direct and metrics["choice"]["toy"]["docs"] == 10
+    assert "| toy | " in (tmp_path / REPORT_MD).read_text()

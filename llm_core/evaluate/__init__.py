@@ -14,8 +14,9 @@ from llm_core.train.worker import MODEL_FILE
 
 
 def dataset_files(config: EvaluateConfig) -> list[Path]:
-    """The evaluation sets' files: their content enters the key, so an edited set is scored again."""
-    return [dataset_path(d) for d in config.datasets]
+    """The evaluation sets' and multiple-choice tasks' files: their content enters the key, so an
+    edited file is scored again."""
+    return [dataset_path(d) for d in config.datasets] + [Path(t.path).expanduser() for t in config.choice_tasks]
 
 
 STAGE = Stage(

@@ -41,6 +41,14 @@ class ContinuationConfig(Section):
     max_new_tokens: int = Field(32, ge=1)
 
 
+class ChoiceTask(Section):
+    """A multiple-choice task scored by log-likelihood as lm-eval scores it (llm_core.evaluate.choice):
+    JSON lines of {"query": str, "choices": [str, ...], "gold": int}. Its file's content enters the stage's key."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    path: str
+
+
 class EvaluateConfig(Section):
     batch_size: int = Field(8, ge=1)
     # Cap on validation batches (None: the whole validation split).
@@ -59,12 +67,14 @@ class EvaluateConfig(Section):
     prompts: list[str] = Field(default_factory=list)
     datasets: list[EvalDataset] = Field(default_factory=list)
     continuation: ContinuationConfig = Field(default_factory=ContinuationConfig)
+    # Multiple-choice tasks: acc and acc_norm under choice.<name> (llm_core.evaluate.choice).
+    choice_tasks: list[ChoiceTask] = Field(default_factory=list)
 
-    @field_validator("datasets")
+    @field_validator("datasets", "choice_tasks")
     @classmethod
-    def _unique_names(cls, datasets: list[EvalDataset]) -> list[EvalDataset]:
-        names = [d.name for d in datasets]
+    def _unique_names(cls, items: list[EvalDataset] | list[ChoiceTask]) -> list:
+        names = [d.name for d in items]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise ValueError(f"dataset names must be unique; repeated: {', '.join(repeated)}")
-        return datasets
+            raise ValueError(f"names must be unique; repeated: {', '.join(repeated)}")
+        return items

@@ -31,6 +31,7 @@ from tokenizers import Tokenizer
 from torch.nn import functional as F
 
 from llm_core.errors import StageError
+from llm_core.evaluate.choice import load_choice_task, score_choice_docs
 from llm_core.evaluate.config import EvaluateConfig
 from llm_core.evaluate.continuation import continuation_task, document_passages, passage_length, window_passages
 from llm_core.evaluate.datasets import load_documents, score_dataset
@@ -113,6 +114,7 @@ def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, mod
              history_file: Path | None = None) -> dict[str, Any]:
     """``history_file``: the train stage's ``metrics.jsonl``, plotted in the report."""
     documents = {d.name: load_documents(d) for d in config.datasets}  # a bad file fails before any scoring
+    choice_docs = {t.name: load_choice_task(t.path) for t in config.choice_tasks}
     torch.manual_seed(config.seed)
     model = load_model(model_file, device="cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
@@ -140,6 +142,10 @@ def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, mod
         for dataset in config.datasets:
             metrics["datasets"][dataset.name], token_docs[dataset.name] = score_dataset(
                 model, tokenizer, dataset, documents[dataset.name], eot_id, config.batch_size)
+    if config.choice_tasks:
+        metrics["choice"] = {name: score_choice_docs(model, tokenizer, docs, eot_id, config.batch_size,
+                                                     where=f"evaluate.choice_tasks[{name}]")
+                             for name, docs in choice_docs.items()}
     examples = []
     if config.continuation.num_docs:
         first = config.datasets[0].name if config.datasets else None

@@ -25,6 +25,10 @@ def render_report(metrics: dict[str, Any], samples: list[dict[str, str]],
                   "|---" * (len(DATASET_COLUMNS) + 1) + "|"]
         lines += [f"| {name} | " + " | ".join(str(m.get(c, "")) for c in DATASET_COLUMNS) + " |"
                   for name, m in datasets.items()]
+    choices = metrics.get("choice") or {}
+    if choices:
+        lines += ["", "## Multiple-choice tasks", "", "| task | acc | acc_norm | docs |", "|---|---|---|---|"]
+        lines += [f"| {n} | {m['acc']:.4f} | {m['acc_norm']:.4f} | {m['docs']} |" for n, m in choices.items()]
     task = metrics.get("continuation")
     if task:
         lines += ["", "## Continuation", ""]
