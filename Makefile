@@ -38,6 +38,7 @@ bench: $(VENV)/.bench check-java
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/crawl.py
 	$(BIN)/python benchmarks/tokenizer.py
+	$(BIN)/python benchmarks/evaluate.py
 
 clean:
 	rm -rf data benchmarks/out
