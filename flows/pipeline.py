@@ -22,6 +22,7 @@ from prefect.context import get_run_context
 from llm_core import registry, runs, tracking
 from llm_core.config import STAGES, PipelineConfig, StageName
 from llm_core.evaluate import REPORT_MD
+from llm_core.evaluate.report import LOSS_CURVES_PNG, render_html
 from llm_core.stages import get_stage, plan
 from llm_core.storage import StageOutput
 from llm_core.tokenizer import TOKENIZER_FILE
@@ -94,19 +95,31 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
 
 
 def register_and_select(config: PipelineConfig, outputs: dict[str, StageOutput]) -> dict[str, Any]:
-    """Register the evaluated model once per model output, with its metrics and the output key of
-    every stage that produced it, then decide champion or challenger; the decision goes to the
-    pipeline's MLflow run (``model_selection.md``) and to a Prefect markdown artifact."""
+    """Register the evaluated model once per model output, with every evaluation metric and the
+    output key of every stage that produced it, then decide champion or challenger.
+
+    The evaluate stage's report cannot hold the decision (the stage's output depends on its
+    inputs only, the decision on the registry's state), so the reviewer's report is put
+    together here: the decision with both scores, then the evaluation report and its loss
+    curves, on the pipeline's MLflow run (``report.md``, ``report.html``) and as the
+    ``model-report`` Prefect artifact."""
     project = config.project
     name = project.registered_model_name
+    evaluation = outputs["evaluate"]
     version, new = registry.register_model(
         name, outputs["train"].key, outputs["train"].file(MODEL_FILE), outputs["tokenizer"].file(TOKENIZER_FILE),
-        metrics={k: outputs["evaluate"].stats[k] for k in ("val_loss", "perplexity", "bits_per_byte")},
+        metrics=tracking.numeric_metrics({k: v for k, v in evaluation.stats.items() if k not in ("code", "wall_s")}),
         lineage={**{f"{stage}_key": out.key for stage, out in outputs.items()},
                  **(outputs["train"].stats.get("lineage") or {})},
     )
     selection = registry.select_champion(name, version, project.champion_metric, project.champion_higher_is_better)
-    markdown = registry.selection_markdown(name, selection, project.champion_higher_is_better)
-    mlflow.log_text(markdown, "model_selection.md")
-    create_markdown_artifact(key="model-selection", markdown=markdown, description="champion / challenger decision")
+    report = "\n\n".join([registry.selection_markdown(name, selection, project.champion_higher_is_better),
+                           evaluation.file(REPORT_MD).read_text().replace("# Evaluation report", "# Evaluation", 1)])
+    mlflow.log_text(report, "report.md")
+    mlflow.log_text(render_html(report), "report.html")
+    curves = evaluation.file(LOSS_CURVES_PNG)
+    if curves.is_file():
+        mlflow.log_artifact(str(curves))
+    create_markdown_artifact(key="model-report", markdown=report,
+                             description="champion / challenger decision and the evaluation report")
     return {"name": name, "version": version, "new": new, "selection": registry.selection_dict(selection)}

@@ -95,6 +95,9 @@ def test_pipeline_runs_caches_and_reruns_only_downstream(site, prefect_api, spar
     assert version.tags["llmpipe.model_key"] == first["stages"]["train"]["path"].rsplit("/", 1)[-1]
     assert version.tags["lineage.crawl_key"] == first["stages"]["crawl"]["path"].rsplit("/", 1)[-1], "lineage"
     assert float(version.tags["bits_per_byte"]) == by_stage["evaluate"].data.metrics["bits_per_byte"]
+    report = client.download_artifacts(first["mlflow_run_id"], "report.md")
+    text = open(report).read()
+    assert "**first champion**" in text and "# Evaluation" in text, "the decision, then the evaluation report"
     # The registered model is a text-in, text-out pyfunc (what `mlflow models serve` serves).
     import mlflow
 
