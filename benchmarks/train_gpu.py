@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from support import log, rounded, shared_data  # noqa: E402
+from support import log, rounded  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -79,28 +78,10 @@ def zero_model_states_mb(psi: int, stage: int, n_d: int = 1, k: int = ADAM_K) ->
 
 # --- data ---------------------------------------------------------------------------------------
 def tokenizer_shards(out: Path) -> Path:
-    """Tiny Shakespeare (50 scenes a document) through the tokenizer stage, cached in ``out``
-    (the same folder and documents as benchmarks/train.py's); its shards folder."""
-    if not (out / SHARDS_DIR / META_FILE).is_file():
-        import pyarrow as pa
+    """Tiny Shakespeare through the tokenizer stage, as benchmarks/train.py builds and caches it; its shards."""
+    from train import build_tokenizer
 
-        from llm_core.documents import DOCUMENT_SCHEMA, write_documents
-        from llm_core.tokenizer import build_tokenizer_and_shards
-        from llm_core.tokenizer.config import TokenizerConfig
-
-        text = (shared_data() / "text_tinyshakespeare" / "input.txt").read_text()
-        scenes = [s for s in text.split("\n\n") if s.strip()]
-        docs = ["\n\n".join(scenes[i:i + 50]) for i in range(0, len(scenes), 50)]
-        with tempfile.TemporaryDirectory() as tmp:
-            rows = [{"id": f"tiny-shakespeare-{i}", "text": t, "source": "local"} for i, t in enumerate(docs)]
-            write_documents(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), Path(tmp) / "docs")
-            (Path(tmp) / "tokenizer").mkdir()
-            build_tokenizer_and_shards(TokenizerConfig(kind="byte_bpe", vocab_size=SHARDS_VOCAB), Path(tmp) / "docs",
-                                       Path(tmp) / "tokenizer")
-            shutil.rmtree(out, ignore_errors=True)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(Path(tmp) / "tokenizer"), out)
-    return out / SHARDS_DIR
+    return build_tokenizer(out, SHARDS_VOCAB) / SHARDS_DIR
 
 
 def random_shards(out: Path, vocab: int, tokens: int = 2**20) -> Path:

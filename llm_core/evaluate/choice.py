@@ -31,7 +31,6 @@ Ties go to the first choice (``np.argmax``), as in lm-eval.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -42,6 +41,7 @@ from tokenizers import Tokenizer
 from torch.nn import functional as F
 
 from llm_core.errors import StageError
+from llm_core.evaluate.datasets import json_lines
 
 STAGE = "evaluate"
 TARGET_DELIMITER = " "  # lm-eval's default target_delimiter, put before each choice
@@ -138,15 +138,7 @@ def load_choice_task(path: str | Path) -> list[ChoiceDoc]:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
         raise StageError(STAGE, f"{where} is not UTF-8 text ({error.reason} at byte offset {error.start})") from None
-    docs = []
-    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise StageError(STAGE, f"{where} line {number} is not JSON ({error.msg})") from None
-        docs.append(parse_doc(row, f"{where} line {number}"))
+    docs = [parse_doc(row, f"{where} line {number}") for number, row in json_lines(text, where)]
     if not docs:
         raise StageError(STAGE, f"{where} is empty: it has no documents")
     return docs

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tokenizers import Tokenizer
 
@@ -64,15 +64,21 @@ def load_documents(dataset: EvalDataset) -> list[str]:
     return docs[: dataset.max_docs]
 
 
-def jsonl_texts(text: str, field: str, where: str) -> list[str]:
-    docs = []
-    for number, line in enumerate(text.split("\n"), 1):
+def json_lines(text: str, where: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line of JSON-lines text; a line that is not
+    JSON stops with an error naming it."""
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as error:
             raise StageError(STAGE, f"{where} line {number} is not JSON ({error.msg})") from None
+
+
+def jsonl_texts(text: str, field: str, where: str) -> list[str]:
+    docs = []
+    for number, row in json_lines(text, where):
         value = row.get(field) if isinstance(row, dict) else None
         if value is not None and not isinstance(value, str):
             raise StageError(STAGE, f"{where} line {number}: {field!r} is not a string")
