@@ -48,6 +48,15 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def wikitext(shared_data: Path) -> Path:
+    """WikiText-2's raw test text (the evaluation tests' external set)."""
+    path = shared_data / "text_wikitext2_raw_test" / "wikitext-test.txt"
+    if not path.is_file():
+        skip_or_fail(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
 def html_pages(shared_data: Path) -> list[Path]:
     pages = sorted((shared_data / "html_trafilatura" / "cache").glob("*.html"))
     if not pages:

@@ -15,14 +15,6 @@ from llm_core.evaluate.config import EvalDataset
 from llm_core.evaluate.datasets import load_documents
 
 
-@pytest.fixture(scope="module")
-def wikitext(shared_data):
-    path = shared_data / "text_wikitext2_raw_test" / "wikitext-test.txt"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
-
-
 def test_a_text_file_is_one_document_or_its_paragraphs(wikitext):
     (whole,) = load_documents(EvalDataset(name="w", path=str(wikitext)))
     assert "\r" not in whole, "CRLF read as a newline"

@@ -55,14 +55,6 @@ def eot(trained):
 
 
 @pytest.fixture(scope="module")
-def wikitext(shared_data):
-    path = shared_data / "text_wikitext2_raw_test" / "wikitext-test.txt"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
-
-
-@pytest.fixture(scope="module")
 def paragraphs(wikitext, tokenizer):
     """WikiText-2's paragraphs as token ids."""
     docs = load_documents(EvalDataset(name="w", path=str(wikitext), split="paragraphs", max_docs=400))
