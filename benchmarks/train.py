@@ -52,7 +52,7 @@ import torch  # noqa: E402
 
 from llm_core.evaluate import evaluate  # noqa: E402
 from llm_core.evaluate.config import EvaluateConfig  # noqa: E402
-from llm_core.models import GPT, GPTConfig  # noqa: E402
+from llm_core.models import GPT  # noqa: E402
 from llm_core.tokenizer.shards import TokenShards  # noqa: E402
 from llm_core.tokenizer.train import SHARDS_DIR, TOKENIZER_FILE  # noqa: E402
 from llm_core.train import cost, train  # noqa: E402
@@ -141,8 +141,7 @@ def plain_torch(config: TrainConfig, shards: Path, device: str, steps: int | Non
     torch.manual_seed(config.seed)
     data = TokenShards(shards, "train")
     m = config.model
-    model = GPT(GPTConfig(vocab_size=data.vocab_size, block_size=m.block_size, n_layer=m.n_layer, n_head=m.n_head,
-                          n_embd=m.n_embd, dropout=m.dropout, bias=m.bias)).to(device)
+    model = GPT(m.gpt(data.vocab_size)).to(device)
     optimizer = torch.optim.AdamW(model.param_groups(config.weight_decay), lr=config.lr,
                                   betas=(config.beta1, config.beta2), fused=device.startswith("cuda"))
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,

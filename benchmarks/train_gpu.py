@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from llm_core.errors import StageError  # noqa: E402
-from llm_core.models import GPT, GPTConfig  # noqa: E402
+from llm_core.models import GPT  # noqa: E402
 from llm_core.tokenizer.shards import META_FILE, TokenShards  # noqa: E402
 from llm_core.tokenizer.train import SHARDS_DIR  # noqa: E402
 from llm_core.train import cost, train  # noqa: E402
@@ -116,8 +116,7 @@ def plain_torch(config: TrainConfig, shards: Path, compile_model: bool = False) 
     torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(config.seed)
     data, m, steps, untimed = TokenShards(shards, "train"), config.model, config.max_steps, config.log_every
-    model = GPT(GPTConfig(vocab_size=data.vocab_size, block_size=m.block_size, n_layer=m.n_layer, n_head=m.n_head,
-                          n_embd=m.n_embd, dropout=m.dropout, bias=m.bias)).cuda()
+    model = GPT(m.gpt(data.vocab_size)).cuda()
     optimizer = torch.optim.AdamW(model.param_groups(config.weight_decay), lr=config.lr,
                                   betas=(config.beta1, config.beta2), fused=True)
     forward = torch.compile(model) if compile_model else model

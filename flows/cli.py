@@ -134,11 +134,12 @@ def parser() -> argparse.ArgumentParser:
                       default=DEFAULT_CONFIG)
     gen.add_argument("--model", required=True, help="models:/NAME/VERSION or models:/NAME@ALIAS")
     gen.add_argument("--prompt", required=True)
-    gen.add_argument("--max-new-tokens", type=int, default=48)
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top-k", type=int, default=50)
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--seed", type=int, default=1337)
+    # Unset: the served model's defaults (llm_core.serving.DEFAULT_PARAMS: 48 tokens, 0.8, 50, 1.0, 1337).
+    gen.add_argument("--max-new-tokens", type=int)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--seed", type=int)
     ev = with_config(sub.add_parser("evaluate", help="a registered model's metrics on a text, JSONL or Parquet file"),
                      default=DEFAULT_CONFIG)
     ev.add_argument("--model", required=True, action="append", dest="models",
@@ -161,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "gc":
             gc(config, args.keep_runs, args.older_than, args.tmp_older_than, args.apply)
         elif args.command == "generate":
-            params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
-                      "top_p": args.top_p, "seed": args.seed}
+            params = {name: value for name, value in (("max_new_tokens", args.max_new_tokens),
+                      ("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p),
+                      ("seed", args.seed)) if value is not None}
             print(args.prompt + model_commands.generate(config, args.model, args.prompt, params))
         elif args.command == "evaluate":
             metrics = model_commands.evaluate_file(config, args.models, args.data, args.stride, args.batch_size)

@@ -20,13 +20,11 @@ from llm_core.errors import PipelineError
 
 
 def registered_files(config: PipelineConfig, uri: str, dst: Path):
+    """``uri``'s files from the registry of the config's project."""
     from llm_core import registry, tracking
 
     tracking.configure(config.project)
-    files = registry.download_registered(uri, dst)
-    if files.tokenizer_file is None:
-        raise PipelineError(f"{uri} has no tokenizer.json: it was not registered by this pipeline")
-    return files
+    return registry.download_registered(uri, dst)
 
 
 def generate(config: PipelineConfig, uri: str, prompt: str, params: dict[str, Any]) -> str:
@@ -54,7 +52,6 @@ def evaluate_file(config: PipelineConfig, uris: list[str], data: Path, stride: i
     from llm_core.evaluate.datasets import load_documents, score_dataset
     from llm_core.evaluate.ensemble import Ensemble
     from llm_core.fingerprint import file_digest
-    from llm_core.tokenizer.train import EOT_TOKEN
     from llm_core.train import load_model
 
     dataset = EvalDataset(name="data", path=str(data), stride=stride)
@@ -65,7 +62,7 @@ def evaluate_file(config: PipelineConfig, uris: list[str], data: Path, stride: i
             files = registered_files(config, uri, Path(tmp) / str(i))
             models.append(load_model(files.model_file))
             tokenizers[uri] = (file_digest(files.tokenizer_file), Tokenizer.from_file(str(files.tokenizer_file)),
-                               files.eot_token or EOT_TOKEN)
+                               files.eot_token)
             versions[uri] = files.version
     if len({digest for digest, _, _ in tokenizers.values()}) > 1:
         raise PipelineError(f"the models {', '.join(uris)} do not share one tokenizer: an ensemble averages "

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from llm_core.errors import PipelineError
 from llm_core.tokenizer.families import HF_CONFIG_FILE
+from llm_core.tokenizer.train import EOT_TOKEN
 
 MODEL_KEY_TAG = "llmpipe.model_key"
 MODELS_SCHEME = "models:/"
@@ -160,14 +161,14 @@ class RegisteredFiles:
     version: int
     run_id: str
     model_file: Path
-    tokenizer_file: Path | None
-    eot_token: str | None
+    tokenizer_file: Path
+    eot_token: str  # its tokenizer's end-of-text token (the GPT family's when the version does not say)
 
 
 def download_registered(uri: str, dst: Path) -> RegisteredFiles:
     """``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` into ``dst``. A URI of another shape,
-    a version that does not exist, or one that is not a model this pipeline registered: a
-    ``PipelineError`` saying which."""
+    a version that does not exist, or one that is not a model this pipeline registered (no
+    weights or no tokenizer among its artifacts): a ``PipelineError`` saying which."""
     name, sep, version = uri[len(MODELS_SCHEME):].partition("/") if uri.startswith(MODELS_SCHEME) else ("", "", "")
     alias = None
     if not sep:
@@ -184,10 +185,12 @@ def download_registered(uri: str, dst: Path) -> RegisteredFiles:
     files = _pyfunc_artifacts(local)
     if "model" not in files:
         raise PipelineError(f"{uri} is not a model this pipeline registered (no model weights among its artifacts)")
+    if "tokenizer" not in files:
+        raise PipelineError(f"{uri} has no tokenizer.json: it was not registered by this pipeline")
     hf_config = files.get("tokenizer_config")
     eot = json.loads(hf_config.read_text()).get("eos_token") if hf_config else None
-    return RegisteredFiles(uri, name, int(found.version), found.run_id or "", files["model"], files.get("tokenizer"),
-                           eot if isinstance(eot, str) else None)
+    return RegisteredFiles(uri, name, int(found.version), found.run_id or "", files["model"], files["tokenizer"],
+                           eot if isinstance(eot, str) else EOT_TOKEN)
 
 
 def _pyfunc_artifacts(model_dir: Path) -> dict[str, Path]:

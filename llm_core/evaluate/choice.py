@@ -41,9 +41,8 @@ from tokenizers import Tokenizer
 from torch.nn import functional as F
 
 from llm_core.errors import StageError
-from llm_core.evaluate.datasets import json_lines
+from llm_core.evaluate.datasets import STAGE, json_lines, read_utf8
 
-STAGE = "evaluate"
 TARGET_DELIMITER = " "  # lm-eval's default target_delimiter, put before each choice
 
 
@@ -132,12 +131,7 @@ def load_choice_task(path: str | Path) -> list[ChoiceDoc]:
     or has a malformed document is a ``StageError`` naming the file and line."""
     path = Path(path).expanduser()
     where = f"choice task {path}"
-    if not path.is_file():
-        raise StageError(STAGE, f"{where} is not a file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise StageError(STAGE, f"{where} is not UTF-8 text ({error.reason} at byte offset {error.start})") from None
+    text = read_utf8(path, where)
     docs = [parse_doc(row, f"{where} line {number}") for number, row in json_lines(text, where)]
     if not docs:
         raise StageError(STAGE, f"{where} is empty: it has no documents")

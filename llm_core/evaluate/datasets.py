@@ -21,7 +21,7 @@ from llm_core.evaluate.config import EvalDataset
 from llm_core.evaluate.metrics import document_score, language_model_metrics
 from llm_core.evaluate.rolling import document_loglikelihoods
 
-STAGE = "evaluate"
+STAGE = "evaluate"  # the name errors carry (the stage row is llm_core.evaluate.STAGE)
 PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 
@@ -36,6 +36,16 @@ def file_format(dataset: EvalDataset) -> str:
     return {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}.get(suffix, "text")
 
 
+def read_utf8(path: Path, where: str) -> str:
+    """A file's text; a missing file or bytes that are not UTF-8 stop with an error naming it."""
+    if not path.is_file():
+        raise StageError(STAGE, f"{where} is not a file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise StageError(STAGE, f"{where} is not UTF-8 text ({error.reason} at byte offset {error.start})") from None
+
+
 def load_documents(dataset: EvalDataset) -> list[str]:
     """The dataset's documents, in file order, the first ``max_docs`` of them."""
     path = dataset_path(dataset)
@@ -48,10 +58,7 @@ def load_documents(dataset: EvalDataset) -> list[str]:
     if kind == "parquet":
         docs = parquet_texts(path, dataset.text_field, where)
     else:
-        try:
-            text = path.read_bytes().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-        except UnicodeDecodeError as error:
-            raise StageError(STAGE, f"{where} is not UTF-8 text ({error.reason} at byte offset {error.start})") from None
+        text = read_utf8(path, where).replace("\r\n", "\n").replace("\r", "\n")
         if kind == "jsonl":
             docs = jsonl_texts(text, dataset.text_field, where)
         elif dataset.split == "paragraphs":

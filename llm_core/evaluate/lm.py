@@ -34,14 +34,13 @@ from llm_core.errors import StageError
 from llm_core.evaluate.choice import load_choice_task, score_choice_docs
 from llm_core.evaluate.config import EvaluateConfig
 from llm_core.evaluate.continuation import continuation_task, document_passages, passage_length, window_passages
-from llm_core.evaluate.datasets import load_documents, score_dataset
+from llm_core.evaluate.datasets import STAGE, load_documents, score_dataset
 from llm_core.models.generate import generate
 from llm_core.evaluate.report import LOSS_CURVES_PNG, loss_curves, render_html, render_report
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.tokenizer.train import token_byte_lengths
 from llm_core.train import load_model
 
-STAGE = "evaluate"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -83,13 +82,13 @@ def score(model, windows: list[np.ndarray], token_bytes: np.ndarray, batch_size:
     return scores
 
 
-def generate_samples(model, tokenizer: Tokenizer, windows: list[np.ndarray], config: EvaluateConfig) -> list[dict[str, str]]:
-    """Samples from the configured prompts, else from the first tokens of evenly spread
-    validation windows; one seeded generator, so a rerun gives the same text."""
+def generate_samples(model, tokenizer: Tokenizer, prompts: list[list[int]], config: EvaluateConfig) -> list[dict[str, str]]:
+    """A sample from each prompt (:func:`sample_prompts`); one seeded generator, so a rerun
+    gives the same text."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     samples = []
-    for ids in sample_prompts(tokenizer, windows, config, model.config.block_size):
+    for ids in prompts:
         prompt = torch.tensor([ids], device=device)
         out = generate(model, prompt, config.sample_tokens, temperature=config.temperature, top_k=config.top_k,
                        top_p=config.top_p, greedy=config.greedy, generator=generator)
@@ -99,6 +98,8 @@ def generate_samples(model, tokenizer: Tokenizer, windows: list[np.ndarray], con
 
 def sample_prompts(tokenizer: Tokenizer, windows: list[np.ndarray], config: EvaluateConfig,
                    block_size: int) -> list[list[int]]:
+    """The configured prompts' tokens (each must fit the context), else the first tokens of
+    ``num_samples`` evenly spread validation windows."""
     if not config.prompts:
         step = max(1, len(windows) // max(config.num_samples, 1))
         return [w[:PROMPT_TOKENS].tolist() for w in windows[::step][: config.num_samples]]
@@ -121,7 +122,7 @@ def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, mod
     val = TokenShards(shards_dir, "val")
     eot_id = val.meta["eot_id"]
     windows = val.sequential_windows(model.config.block_size + 1)
-    sample_prompts(tokenizer, windows, config, model.config.block_size)  # a bad prompt fails before any scoring
+    prompts = sample_prompts(tokenizer, windows, config, model.config.block_size)  # a bad one fails before scoring
     scores = score(model, windows, token_byte_lengths(tokenizer), config.batch_size, config.max_batches)
     if scores.text_bytes == 0:
         raise StageError(STAGE, "the validation split has no text tokens to score; raise "
@@ -152,7 +153,7 @@ def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, mod
         metrics["continuation"], examples = continue_passages(
             model, tokenizer, config, token_docs[first] if first else None, windows, eot_id)
         metrics["continuation"]["source"] = f"datasets.{first}" if first else "validation split"
-    samples = generate_samples(model, tokenizer, windows, config)
+    samples = generate_samples(model, tokenizer, prompts, config)
     report = {"metrics": metrics, "samples": samples, "continuation_examples": examples}
     (out_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False))
     curves = history_file is not None and loss_curves(history_file, out_dir / LOSS_CURVES_PNG)

@@ -47,11 +47,11 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, po
 from tokenizers import Tokenizer
 
 from llm_core.evaluate.choice import loglikelihoods
+from llm_core.registry import MODELS_SCHEME
 from llm_core.evaluate.rolling import document_loglikelihoods
 from llm_core.models.generate import generate
 from llm_core.tokenizer.train import EOT_TOKEN
 
-MODELS_SCHEME = "models:/"
 GENERATION_STEP = 16  # tokens generated between two looks for a stop string
 
 
@@ -115,8 +115,6 @@ class LLMPipeLM(LM):
             tracking.configure(load_config(config).project)
         with tempfile.TemporaryDirectory() as tmp:
             files = registry.download_registered(uri, Path(tmp))
-            if files.tokenizer_file is None:
-                raise ValueError(f"{uri} has no tokenizer.json: it was not registered by this pipeline")
             return (load_model(files.model_file, device=device), Tokenizer.from_file(str(files.tokenizer_file)),
                     eot_token or files.eot_token)
 

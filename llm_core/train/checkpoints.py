@@ -97,6 +97,7 @@ class Checkpoints:
             (self.root / tmp_tag / TRAINER_FILE).write_text(json.dumps(trainer, indent=2))
             old = self.root / f".old-{tag}"
             if final.exists():  # "best" again: move the old one aside, then drop it once replaced
+                shutil.rmtree(old, ignore_errors=True)  # left by a save killed after its first rename
                 final.rename(old)
             (self.root / tmp_tag).rename(final)
             shutil.rmtree(old, ignore_errors=True)

@@ -6,20 +6,31 @@ optimisation settings stay flat, as in nanoGPT's and DeepSpeed's configs.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from llm_core.section import Section
 
+if TYPE_CHECKING:
+    from llm_core.models import GPTConfig
+
 
 class ModelConfig(Section):
+    """The GPT's shape (llm_core.models.GPTConfig, less the vocabulary: the tokenizer's)."""
+
     n_layer: int = Field(2, ge=1)
     n_head: int = Field(4, ge=1)
     n_embd: int = Field(128, ge=8)
     block_size: int = Field(128, ge=8)
     dropout: float = Field(0.0, ge=0, lt=1)
     bias: bool = False
+
+    def gpt(self, vocab_size: int) -> "GPTConfig":
+        """The model of this shape for a tokenizer of ``vocab_size`` tokens."""
+        from llm_core.models import GPTConfig
+
+        return GPTConfig(vocab_size=vocab_size, **self.model_dump())
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelConfig":

@@ -22,7 +22,6 @@ import torch
 from llm_core.errors import PipelineError, StageError
 from llm_core.train.config import TrainConfig
 
-MODELS_SCHEME = "models:/"
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,8 @@ class InitialWeights:
 
 def local_model_file(init_from: str) -> Path | None:
     """The ``model.pt`` an ``init_from`` path names (None for a registry URI)."""
+    from llm_core.registry import MODELS_SCHEME  # imported here: llm_core.train does not load MLflow
+
     if init_from.startswith(MODELS_SCHEME):
         return None
     path = Path(init_from).expanduser()

@@ -222,8 +222,7 @@ def log_estimate(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
     logged before any worker starts (the worker reports the measured figures beside them)."""
     m = config.model
     with torch.device("meta"):  # shapes only: no memory, no initialisation
-        params = GPT(GPTConfig(vocab_size=vocab_size, block_size=m.block_size, n_layer=m.n_layer, n_head=m.n_head,
-                               n_embd=m.n_embd, bias=m.bias)).num_params()
+        params = GPT(m.gpt(vocab_size)).num_params()
     per_token = cost.flops_per_token(params, m.n_layer, m.n_embd, m.block_size)
     tokens = config.max_steps * config.tokens_per_step(config.nproc_per_node)
     c = config.cost
@@ -246,9 +245,10 @@ def train(config: TrainConfig, shards_dir: Path, out_dir: Path, work_dir: Path |
     check_before_start(config, shards_dir)
     work_dir = Path(work_dir) if work_dir is not None else out_dir / "work"
     work_dir.mkdir(parents=True, exist_ok=True)
+    vocab_size = TokenShards(shards_dir, "train").vocab_size
     if init is not None:
-        init.check_shape(config, TokenShards(shards_dir, "train").vocab_size)
-    before = log_estimate(config, TokenShards(shards_dir, "train").vocab_size)
+        init.check_shape(config, vocab_size)
+    before = log_estimate(config, vocab_size)
     job_file = out_dir / "job.json"
     job_file.write_text(json.dumps({
         "config": config.model_dump(mode="json"), "shards_dir": str(shards_dir), "out_dir": str(out_dir),

@@ -19,6 +19,7 @@ from typing import Any
 LIVE_RUN_ENV = "LLMPIPE_MLFLOW_RUN_ID"
 METRICS_FILE = "metrics.jsonl"
 METRIC_PREFIX = "train/"
+MLFLOW_BATCH = 1000  # metrics per log_batch call, MLflow's limit
 log = logging.getLogger(__name__)
 
 
@@ -44,8 +45,7 @@ class Monitor:
             from mlflow.tracking import MlflowClient
 
             self._mlflow = MlflowClient()
-            for record in kept:
-                self._log_live(record["step"], {k: v for k, v in record.items() if k != "step"})
+            self._log_live(kept)
 
     def _keep_history(self, resume_after_step: int | None) -> list[dict[str, Any]]:
         """On resume, drop the records a killed run wrote after the checkpoint it resumes from:
@@ -66,17 +66,19 @@ class Monitor:
                 self._tensorboard.add_scalar(f"{METRIC_PREFIX}{name}", value, step)
             self._tensorboard.flush()
         if self._mlflow is not None:
-            self._log_live(step, figures)
+            self._log_live([{"step": step, **figures}])
 
-    def _log_live(self, step: int, figures: dict[str, float]) -> None:
-        """One batch per record; a tracking server that fails does not stop training (the
-        history file is logged again when the stage ends)."""
+    def _log_live(self, records: list[dict[str, Any]]) -> None:
+        """The records' figures in batches of MLflow's limit (1,000 metrics); a tracking server
+        that fails does not stop training (the history file is logged when the stage ends)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
+        metrics = [Metric(f"{METRIC_PREFIX}{k}", float(v), now, r["step"]) for r in records
+                   for k, v in r.items() if k != "step"]
         try:
-            self._mlflow.log_batch(self._run_id, metrics=[Metric(f"{METRIC_PREFIX}{k}", float(v), now, step)
-                                                          for k, v in figures.items()])
+            for start in range(0, len(metrics), MLFLOW_BATCH):
+                self._mlflow.log_batch(self._run_id, metrics=metrics[start : start + MLFLOW_BATCH])
         except Exception as exc:  # noqa: BLE001 (monitoring must not kill a training run)
             log.warning("live MLflow logging stopped: %s", exc)
             self._mlflow = None

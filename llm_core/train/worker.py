@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from llm_core.models import GPT, GPTConfig
+from llm_core.models import GPT
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.train import cost
 from llm_core.train.checkpoints import BEST, Checkpoints, step_tag
@@ -80,8 +80,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.train_data = TokenShards(self.shards_dir, "train")
         m = config.model
-        self.model = GPT(GPTConfig(vocab_size=self.train_data.vocab_size, block_size=m.block_size, n_layer=m.n_layer,
-                                   n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, bias=m.bias))
+        self.model = GPT(m.gpt(self.train_data.vocab_size))
         if job.get("init_file"):  # continued training: the shapes were checked by the launcher
             self.model.load_state_dict(torch.load(job["init_file"], weights_only=True)["state_dict"])
         self.params = self.model.num_params()  # counted now: ZeRO-3 frees each rank's full parameters at initialize
@@ -246,8 +245,8 @@ class Trainer:
         with torch.no_grad():
             total = sum(self.engine(x, y)[1].float() for x, y in self.val_windows) / len(self.val_windows)
         self.engine.train()
-        dist.all_reduce(total, op=dist.ReduceOp.AVG if self.cuda else dist.ReduceOp.SUM)
-        return total.item() if self.cuda else total.item() / self.world
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)  # gloo has no AVG
+        return total.item() / self.world
 
     def _after_validation(self, val_loss: float, step: int, started: float) -> bool:
         """Track the best validation loss (its checkpoint kept to export); True to stop early."""
