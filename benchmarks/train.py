@@ -53,6 +53,7 @@ import torch  # noqa: E402
 from llm_core.evaluate import evaluate  # noqa: E402
 from llm_core.evaluate.config import EvaluateConfig  # noqa: E402
 from llm_core.models import GPT  # noqa: E402
+from llm_core.models.block import flops_per_token  # noqa: E402
 from llm_core.tokenizer.shards import TokenShards  # noqa: E402
 from llm_core.tokenizer.train import SHARDS_DIR, TOKENIZER_FILE  # noqa: E402
 from llm_core.train import cost, train  # noqa: E402
@@ -141,7 +142,7 @@ def plain_torch(config: TrainConfig, shards: Path, device: str, steps: int | Non
     torch.manual_seed(config.seed)
     data = TokenShards(shards, "train")
     m = config.model
-    model = GPT(m.gpt(data.vocab_size)).to(device)
+    model = GPT(m.transformer(data.vocab_size)).to(device)
     optimizer = torch.optim.AdamW(model.param_groups(config.weight_decay), lr=config.lr,
                                   betas=(config.beta1, config.beta2), fused=device.startswith("cuda"))
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
@@ -172,7 +173,7 @@ def plain_torch(config: TrainConfig, shards: Path, device: str, steps: int | Non
     params = model.num_params()
     return {"tokens_per_s": tokens / elapsed, "step_s": elapsed / (steps - untimed),
             "final_loss": float(np.mean(losses[-config.grad_accum_steps * 5:])), "params": params,
-            "flops_per_token": cost.flops_per_token(params, m.n_layer, m.n_embd, m.block_size)}
+            "flops_per_token": flops_per_token(params, m.n_layer, m.n_embd, m.block_size)}
 
 
 def bench_throughput(config: TrainConfig, shards: Path, device: str, peak_tflops: float | None) -> dict:

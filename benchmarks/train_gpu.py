@@ -14,7 +14,7 @@ meta.json declaring 50304 (``--vocab-size``; 0 keeps 2048: 86.5 M parameters): t
    the stage, ``--compile`` for torch.compile). Both timed over the steps after the first
    ``log_every`` (the stage's from its metrics.jsonl); the stage's own ``tokens_per_s`` and ``mfu``
    (train_stats.json: every step from the start of its loop) are reported as ``*_stage_reported``.
-   MFU = tokens/s x ``cost.flops_per_token(num_params(), ...)`` / ``cost.peak_tflops(device, "bf16")``.
+   MFU = tokens/s x ``flops_per_token(num_params(), ...)`` / ``cost.peak_tflops(device, "bf16")``.
 2. Memory, ZeRO 0-3: short train-stage runs at micro-batch 2 (activations small beside ~1.9 GiB of
    model states); the worker's peak ``torch.cuda.max_memory_allocated`` during training (its last
    metrics record; ``peak_end_of_run_mb`` is train_stats.json's, after the checkpoint and export)
@@ -50,6 +50,7 @@ import torch  # noqa: E402
 
 from llm_core.errors import StageError  # noqa: E402
 from llm_core.models import GPT  # noqa: E402
+from llm_core.models.block import flops_per_token  # noqa: E402
 from llm_core.tokenizer.shards import META_FILE, TokenShards  # noqa: E402
 from llm_core.tokenizer.train import SHARDS_DIR  # noqa: E402
 from llm_core.train import cost, train  # noqa: E402
@@ -116,7 +117,7 @@ def plain_torch(config: TrainConfig, shards: Path, compile_model: bool = False) 
     torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(config.seed)
     data, m, steps, untimed = TokenShards(shards, "train"), config.model, config.max_steps, config.log_every
-    model = GPT(m.gpt(data.vocab_size)).cuda()
+    model = GPT(m.transformer(data.vocab_size)).cuda()
     optimizer = torch.optim.AdamW(model.param_groups(config.weight_decay), lr=config.lr,
                                   betas=(config.beta1, config.beta2), fused=True)
     forward = torch.compile(model) if compile_model else model
@@ -225,7 +226,7 @@ def main() -> None:
         log(f"MFU: plain PyTorch loop ({'compiled' if args.compile else 'eager'}), {args.steps} steps")
         plain = plain_torch(config, shards, args.compile)
         m = config.model
-        flops = cost.flops_per_token(plain["params"], m.n_layer, m.n_embd, m.block_size)
+        flops = flops_per_token(plain["params"], m.n_layer, m.n_embd, m.block_size)
         log(f"MFU: plain {plain['tokens_per_s']:,.0f} tokens/s, {plain['params']:,} params; now the train stage "
             f"(ZeRO-{args.zero_stage})")
         try:

@@ -92,6 +92,9 @@ class TasksConfig(Section):
         return data
 
 
+NEXT_TOKEN_METRICS = ("perplexity", "bits_per_byte", "val_tokens_scored", "val_bytes")
+
+
 class PipelineConfig(Section):
     project: ProjectConfig = Field(default_factory=ProjectConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
@@ -102,6 +105,18 @@ class PipelineConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
+
+    @model_validator(mode="after")
+    def _champion_metric_is_measured(self) -> "PipelineConfig":
+        """The evaluate stage measures perplexity and bits per byte for GPTs only: a BERT or T5
+        pipeline must pick one of its own metrics, said now rather than after the run."""
+        family = self.train.model.family
+        if family != "gpt" and self.project.champion_metric in NEXT_TOKEN_METRICS:
+            raise ValueError(f"project.champion_metric {self.project.champion_metric} is measured for GPTs only; a "
+                             f"{family} model is scored on its objective: use val_loss, or "
+                             f"{'mlm_accuracy' if family == 'bert' else 'target_accuracy'} with "
+                             "champion_higher_is_better: true")
+        return self
 
     def for_run(self, now: datetime | None = None) -> "PipelineConfig":
         """The config a run actually uses, fixed once at its start: ``data_root`` absolute

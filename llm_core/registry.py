@@ -25,6 +25,7 @@ from llm_core.tokenizer.families import HF_CONFIG_FILE
 from llm_core.tokenizer.train import EOT_TOKEN
 
 MODEL_KEY_TAG = "llmpipe.model_key"
+FAMILY_TAG = "llmpipe.family"  # gpt, bert or t5: what the served model does with a prompt
 MODELS_SCHEME = "models:/"
 CHAMPION, CHALLENGER = "champion", "challenger"
 SELECTION_TAG = "selection.decision"
@@ -43,7 +44,11 @@ def register_model(model_name: str, model_key: str, model_file: Path, tokenizer_
 
     from importlib.metadata import version as installed
 
+    import torch
+
     from llm_core import serving
+
+    family = torch.load(model_file, map_location="cpu", weights_only=True)["config"].get("family", "gpt")
 
     artifacts = {"model": str(model_file), "tokenizer": str(tokenizer_file)}
     hf_config = Path(tokenizer_file).with_name(HF_CONFIG_FILE)  # the special tokens' roles (end of text)
@@ -52,14 +57,14 @@ def register_model(model_name: str, model_key: str, model_file: Path, tokenizer_
     info = mlflow.pyfunc.log_model(
         name="model", python_model=str(Path(serving.__file__).with_name("serving_model.py")),
         artifacts=artifacts,
-        signature=serving.signature(), input_example=["The"],
+        signature=serving.signature(), input_example=[serving.INPUT_EXAMPLES[family]],
         # Listing the requirements saves MLflow inferring them; the code of llm_core it needs
         # (the model class, the generator) travels with the model.
         pip_requirements=[f"{d}=={installed(d).split('+')[0]}" for d in ("torch", "tokenizers", "numpy")],
         infer_code_paths=True,
-        metadata={"model_key": model_key},
+        metadata={"model_key": model_key, "family": family},
     )
-    version = mlflow.register_model(info.model_uri, model_name, tags={MODEL_KEY_TAG: model_key})
+    version = mlflow.register_model(info.model_uri, model_name, tags={MODEL_KEY_TAG: model_key, FAMILY_TAG: family})
     for name, value in {**metrics, **{f"lineage.{k}": v for k, v in (lineage or {}).items()}}.items():
         client.set_model_version_tag(model_name, version.version, name, str(value))
     return int(version.version), True

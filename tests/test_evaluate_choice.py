@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from llm_core.errors import StageError
 from llm_core.evaluate import choice
-from llm_core.models import GPT, GPTConfig
+from llm_core.models import GPT, TransformerConfig
 from llm_core.models.generate import generate
 
 TASK = Path(__file__).parent / "data" / "choice" / "task.jsonl"
@@ -30,7 +30,7 @@ def files(tmp_path_factory):
                                   special_tokens=[EOT])
     tokenizer.save(str(root / "tokenizer.json"))
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=300, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16))
+    model = GPT(TransformerConfig(vocab_size=300, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16))
     torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, root / "model.pt")
     return root / "model.pt", root / "tokenizer.json"
 

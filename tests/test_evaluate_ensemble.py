@@ -8,12 +8,12 @@ from torch.nn import functional as F
 
 from llm_core.evaluate.ensemble import Ensemble
 from llm_core.evaluate.rolling import document_loglikelihoods
-from llm_core.models import GPT, GPTConfig
+from llm_core.models import GPT, TransformerConfig
 
 
 def gpt(seed, vocab=50, block=16):
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=1, n_head=2, n_embd=16)).eval()
+    return GPT(TransformerConfig(vocab_size=vocab, block_size=block, n_layer=1, n_head=2, n_embd=16)).eval()
 
 
 def test_the_ensemble_is_the_mean_of_its_members_distributions():

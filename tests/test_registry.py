@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from llm_core import registry, tracking
 from llm_core.config import ProjectConfig
-from llm_core.models import GPT, GPTConfig
+from llm_core.models import GPT, TransformerConfig
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def model_files(tmp_path):
                                   special_tokens=["<|endoftext|>"])
     tokenizer.save(str(tmp_path / "tokenizer.json"))
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    model = GPT(TransformerConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16))
     torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, tmp_path / "model.pt")
     return tmp_path / "model.pt", tmp_path / "tokenizer.json"
 
@@ -163,7 +163,7 @@ def test_llmpipe_evaluate_an_ensemble_of_registered_models(store, model_files, t
     register(model_files, "k1", 2.0)
     model_file, tokenizer_file = model_files
     torch.manual_seed(1)
-    other = GPT(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    other = GPT(TransformerConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16))
     torch.save({"config": other.config.to_dict(), "state_dict": other.state_dict()}, tmp_path / "other.pt")
     register((tmp_path / "other.pt", tokenizer_file), "k2", 2.0)
     base = ["--config", "configs/tiny.yaml", "--set", f"project.data_root={tmp_path / 'data'}",

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from llm_core.train.cost import PowerMeter, estimate_run, flops_per_token, mfu, peak_tflops
+from llm_core.models.block import flops_per_token
+from llm_core.train.cost import PowerMeter, estimate_run, mfu, peak_tflops
 from llm_core.train.lamb import Lamb, lamb_trust_ratios
 
 

@@ -35,6 +35,7 @@ from llm_core.evaluate.choice import load_choice_task, score_choice_docs
 from llm_core.evaluate.config import EvaluateConfig
 from llm_core.evaluate.continuation import continuation_task, document_passages, passage_length, window_passages
 from llm_core.evaluate.datasets import STAGE, load_documents, score_dataset
+from llm_core.evaluate.objective import score_objective
 from llm_core.models.generate import generate
 from llm_core.evaluate.report import LOSS_CURVES_PNG, loss_curves, render_html, render_report
 from llm_core.tokenizer.shards import TokenShards
@@ -119,6 +120,25 @@ def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, mod
     torch.manual_seed(config.seed)
     model = load_model(model_file, device="cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    if model.config.family == "gpt":
+        metrics, samples, examples = evaluate_causal(model, tokenizer, config, shards_dir, documents, choice_docs)
+    else:  # the evaluation sets, tasks and samples are next-token measures: a GPT's
+        metrics, samples, examples = score_objective(model, shards_dir, config), [], []
+        if config.datasets or config.choice_tasks or config.continuation.num_docs:
+            metrics["not_scored"] = (f"evaluation sets, choice tasks and continuations score next-token prediction; "
+                                     f"a {model.config.family} model is scored on its own objective only")
+    report = {"metrics": metrics, "samples": samples, "continuation_examples": examples}
+    (out_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    curves = history_file is not None and loss_curves(history_file, out_dir / LOSS_CURVES_PNG)
+    markdown = render_report(metrics, samples, examples, curves)
+    (out_dir / REPORT_MD).write_text(markdown)
+    (out_dir / REPORT_HTML).write_text(render_html(markdown))
+    return metrics
+
+
+def evaluate_causal(model, tokenizer: Tokenizer, config: EvaluateConfig, shards_dir: Path,
+                    documents: dict[str, list[str]], choice_docs: dict[str, list]) -> tuple[dict, list, list]:
+    """A GPT's metrics (perplexity, bits per byte, evaluation sets, tasks, continuations) and samples."""
     val = TokenShards(shards_dir, "val")
     eot_id = val.meta["eot_id"]
     windows = val.sequential_windows(model.config.block_size + 1)
@@ -154,13 +174,7 @@ def evaluate(config: EvaluateConfig, tokenizer_file: Path, shards_dir: Path, mod
             model, tokenizer, config, token_docs[first] if first else None, windows, eot_id)
         metrics["continuation"]["source"] = f"datasets.{first}" if first else "validation split"
     samples = generate_samples(model, tokenizer, prompts, config)
-    report = {"metrics": metrics, "samples": samples, "continuation_examples": examples}
-    (out_dir / REPORT_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    curves = history_file is not None and loss_curves(history_file, out_dir / LOSS_CURVES_PNG)
-    markdown = render_report(metrics, samples, examples, curves)
-    (out_dir / REPORT_MD).write_text(markdown)
-    (out_dir / REPORT_HTML).write_text(render_html(markdown))
-    return metrics
+    return metrics, samples, examples
 
 
 def continue_passages(model, tokenizer: Tokenizer, config: EvaluateConfig, token_docs: list[list[int]] | None,

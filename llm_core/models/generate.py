@@ -53,3 +53,31 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, *, temperature: floa
                            generator=generator)
         idx = torch.cat((idx, token), dim=1)
     return idx
+
+
+@torch.no_grad()
+def generate_seq2seq(model, idx: torch.Tensor, max_new_tokens: int, start_id: int, stop_id: int, *,
+                     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                     greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """An encoder-decoder's output for the input ``idx`` (batch, time): the decoder starts from
+    ``start_id`` and stops after ``max_new_tokens`` or when every row has produced ``stop_id``.
+    Returns the generated tokens (batch, new), the start token left out."""
+    memory = model.encode(idx[:, -model.config.block_size:])
+    out = torch.full((idx.size(0), 1), start_id, dtype=torch.long, device=idx.device)
+    done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    for _ in range(max_new_tokens):
+        logits = model.decode(out, memory)
+        token = next_token(logits[:, -1, :], temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                           generator=generator)
+        out = torch.cat((out, token), dim=1)
+        done |= token[:, 0] == stop_id
+        if done.all():
+            break
+    return out[:, 1:]
+
+
+@torch.no_grad()
+def fill_masks(model, idx: torch.Tensor, mask_id: int, segments: torch.Tensor | None = None) -> torch.Tensor:
+    """A masked LM's most likely token at every ``mask_id`` position of ``idx``; others kept."""
+    logits, _ = model(idx, segments)
+    return torch.where(idx == mask_id, logits.argmax(dim=-1), idx)

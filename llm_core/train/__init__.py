@@ -1,4 +1,4 @@
-"""Train stage: a GPT trained with DeepSpeed ZeRO, launched as ``torchrun`` worker processes."""
+"""Train stage: a GPT, BERT or T5 trained with DeepSpeed ZeRO, launched as ``torchrun`` worker processes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from llm_core.storage import work_dir
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train.ds_config import FLOPS_PROFILE_FILE
 from llm_core.train.init import initial_weights, local_model_file
-from llm_core.train.launch import SCHEDULE_PLOT, load_model, train
+from llm_core.models import load_model
+from llm_core.train.launch import SCHEDULE_PLOT, train
 from llm_core.train.monitor import METRICS_FILE
 from llm_core.train.worker import MODEL_FILE, TENSORBOARD_DIR, TRACE_FILE, TRAIN_STATS_FILE
 

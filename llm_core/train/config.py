@@ -13,29 +13,38 @@ from pydantic import Field, model_validator
 from llm_core.section import Section
 
 if TYPE_CHECKING:
-    from llm_core.models import GPTConfig
+    from llm_core.models import TransformerConfig
 
 
 class ModelConfig(Section):
-    """The GPT's shape (llm_core.models.GPTConfig, less the vocabulary: the tokenizer's)."""
+    """The model's family and shape (llm_core.models.TransformerConfig, less the vocabulary: the tokenizer's)."""
 
-    n_layer: int = Field(2, ge=1)
+    family: Literal["gpt", "bert", "t5"] = "gpt"  # causal LM; masked LM (+ next sentence); span corruption
+    n_layer: int = Field(2, ge=1)  # T5: in the encoder and again in the decoder
     n_head: int = Field(4, ge=1)
     n_embd: int = Field(128, ge=8)
-    block_size: int = Field(128, ge=8)
+    block_size: int = Field(128, ge=8)  # the training context (T5: the input's)
     dropout: float = Field(0.0, ge=0, lt=1)
     bias: bool = False
+    position: Literal["learned", "rotary"] = "learned"  # rotary: RoPE, runs past the training length
+    max_positions: int | None = Field(None, ge=8)  # learned positions' table (default block_size)
+    attention: Literal["dense", "sliding"] = "dense"  # sliding: local attention, cost O(T * window)
+    window: int = Field(128, ge=1)  # sliding: the tokens each side a token sees
+    global_tokens: int = Field(0, ge=0)  # sliding: leading tokens that see and are seen by every token
+    tie_weights: bool = True
+    nsp: bool = True  # BERT: next-sentence prediction beside the masked LM
 
-    def gpt(self, vocab_size: int) -> "GPTConfig":
+    def transformer(self, vocab_size: int) -> "TransformerConfig":
         """The model of this shape for a tokenizer of ``vocab_size`` tokens."""
-        from llm_core.models import GPTConfig
+        from llm_core.models import TransformerConfig
 
-        return GPTConfig(vocab_size=vocab_size, **self.model_dump())
+        return TransformerConfig(vocab_size=vocab_size, **self.model_dump())
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "ModelConfig":
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+    def _shape_is_consistent(self) -> "ModelConfig":
+        from llm_core.models import TransformerConfig
+
+        TransformerConfig(vocab_size=1, **self.model_dump())  # raises ValueError on what does not fit together
         return self
 
 

@@ -13,6 +13,7 @@ import threading
 import time
 from types import ModuleType
 
+
 # Dense (no sparsity) tensor-core peak TFLOPS per device, from NVIDIA's data sheets (the
 # H100 whitepaper for H100 SXM5/PCIe); the sheets print the 2:4-sparsity figure, twice these.
 # "tf32" is the peak an fp32 run gets when matmuls use TF32 tensor cores. V100 has neither
@@ -25,18 +26,6 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
     "L4": {"bf16": 121.0, "fp16": 121.0, "tf32": 60.0},
     "V100": {"fp16": 125.0},  # SXM2
 }
-
-
-def flops_per_token(n_params: int, n_layer: int, n_embd: int, block_size: int) -> float:
-    """Training FLOPs per token: ``6N + 12 * n_layer * n_embd * block_size``.
-
-    6N counts the matmuls with the weights, forward (2N) and backward (4N); the second term
-    the attention scores and their weighted sum, which have no weights: 12·L·H·Q·T in PaLM's
-    appendix B with H·Q = n_embd (Kaplan et al. 2020, "Scaling Laws for Neural Language
-    Models", table 1; nanoGPT's ``estimate_mfu``). ``n_params``: as ``GPT.num_params()``
-    counts them (the position embedding left out, as nanoGPT does).
-    """
-    return 6.0 * n_params + 12.0 * n_layer * n_embd * block_size
 
 
 def peak_tflops(device_name: str, precision: str) -> float | None:

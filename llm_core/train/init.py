@@ -20,21 +20,25 @@ from typing import Any
 import torch
 
 from llm_core.errors import PipelineError, StageError
+from llm_core.models import TransformerConfig
 from llm_core.train.config import TrainConfig
 
 
 
 @dataclass(frozen=True)
 class InitialWeights:
-    file: Path  # {"config": GPTConfig.to_dict(), "state_dict": ...}
+    file: Path  # {"config": TransformerConfig.to_dict(), "state_dict": ...}
     config: dict[str, Any]
     lineage: dict[str, str]
 
     def check_shape(self, train: TrainConfig, vocab_size: int) -> None:
         m = train.model
-        wanted = {"vocab_size": vocab_size, "block_size": m.block_size, "n_layer": m.n_layer, "n_head": m.n_head,
-                  "n_embd": m.n_embd, "bias": m.bias}
-        differ = {k: (self.config.get(k), v) for k, v in wanted.items() if self.config.get(k) != v}
+        wanted = m.transformer(vocab_size).to_dict()
+        saved = TransformerConfig.from_dict(self.config).to_dict()  # older files: the defaults of what they lack
+        shape = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "position", "tie_weights", "nsp")
+        differ = {k: (saved[k], wanted[k]) for k in shape if saved[k] != wanted[k]}
+        if m.position == "learned" and saved["block_size"] != wanted["block_size"]:
+            differ["block_size"] = (saved["block_size"], wanted["block_size"])
         if differ:
             what = ", ".join(f"{k}: {have} there, {want} here" for k, (have, want) in differ.items())
             raise StageError("train", f"train.init_from {self.lineage['init_from']} has another shape than "

@@ -30,9 +30,10 @@ import torch
 from llm_core.train import cost
 from llm_core.train.config import TrainConfig
 from llm_core.errors import StageError
-from llm_core.models import GPT, GPTConfig
+from llm_core.models import build_model
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.train.init import InitialWeights
+from llm_core.train.objectives import MissingSpecialTokens, Objective, objective_for
 from llm_core.train.schedule import schedule_plot
 from llm_core.train.worker import FAILURE_FILE, TRAIN_STATS_FILE
 
@@ -68,13 +69,23 @@ def worker_command(config: TrainConfig, job_file: Path) -> list[str]:
     ]
 
 
-def check_enough_tokens(config: TrainConfig, shards_dir: Path) -> None:
+def check_enough_tokens(config: TrainConfig, shards_dir: Path, window: int) -> None:
     """Fail before starting workers when no training window fits in the data (not worth a retry)."""
     longest = TokenShards(shards_dir, "train").longest_shard()
-    if longest <= config.model.block_size + 1:
-        raise StageError(STAGE, f"the largest training shard has {longest} tokens, too few for one window of "
-                         f"train.model.block_size + 1 = {config.model.block_size + 1}; crawl more pages "
-                         "or lower train.model.block_size")
+    if longest <= window:
+        raise StageError(STAGE, f"the largest training shard has {longest} tokens, too few for one training window "
+                         f"of {window} tokens (train.model.block_size {config.model.block_size}, family "
+                         f"{config.model.family}); crawl more pages or lower train.model.block_size")
+
+
+def training_objective(config: TrainConfig, shards_dir: Path) -> Objective:
+    """The family's objective over these shards; a tokenizer without the family's special tokens
+    is a clear error here, before any worker starts."""
+    m = config.model
+    try:
+        return objective_for(m.family, m.block_size, shards_dir, m.nsp)
+    except MissingSpecialTokens as exc:
+        raise StageError(STAGE, str(exc)) from None
 
 
 def failure_is_transient(returncode: int, output: str) -> bool:
@@ -204,16 +215,17 @@ def run_workers(command: list[str], env: dict[str, str], log_path: Path) -> tupl
 
 def check_before_start(config: TrainConfig, shards_dir: Path) -> None:
     """What would fail in the workers, failed here with a clear error before any starts (not retried)."""
-    check_enough_tokens(config, shards_dir)
+    window = training_objective(config, shards_dir).window_tokens()
+    check_enough_tokens(config, shards_dir, window)
     try:
         config.accumulation(config.nproc_per_node)
     except ValueError as exc:
         raise StageError(STAGE, str(exc)) from None
     if config.validation.every_steps:
         val = TokenShards(shards_dir, "val") if "val" in TokenShards.splits(shards_dir) else None
-        if val is None or val.longest_shard() <= config.model.block_size + 1:
+        if val is None or val.longest_shard() <= window:
             raise StageError(STAGE, "validation during training needs a val split with more than "
-                             f"train.model.block_size + 1 = {config.model.block_size + 1} tokens in one shard; "
+                             f"{window} tokens (one training window) in one shard; "
                              "raise tokenizer.val_fraction or set train.validation.every_steps: 0")
 
 
@@ -222,8 +234,8 @@ def log_estimate(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
     logged before any worker starts (the worker reports the measured figures beside them)."""
     m = config.model
     with torch.device("meta"):  # shapes only: no memory, no initialisation
-        params = GPT(m.gpt(vocab_size)).num_params()
-    per_token = cost.flops_per_token(params, m.n_layer, m.n_embd, m.block_size)
+        model = build_model(m.transformer(vocab_size))
+        params, per_token = model.num_params(), model.flops_per_token()
     tokens = config.max_steps * config.tokens_per_step(config.nproc_per_node)
     c = config.cost
     if c.tokens_per_s is None:
@@ -278,11 +290,3 @@ def train(config: TrainConfig, shards_dir: Path, out_dir: Path, work_dir: Path |
     if init is not None:
         stats["lineage"] = init.lineage
     return stats
-
-
-def load_model(model_file: Path, device: str = "cpu") -> GPT:
-    """The consolidated fp32 model that the train stage wrote."""
-    saved = torch.load(model_file, map_location=device, weights_only=True)
-    model = GPT(GPTConfig(**saved["config"]))
-    model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval()

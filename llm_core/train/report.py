@@ -24,8 +24,10 @@ def run_stats(trainer: "Trainer", stopped_by: str, exported: int, digests: list,
     config, state = trainer.config, trainer.state
     records = [json.loads(line) for line in (trainer.work_dir / METRICS_FILE).read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
+    accuracies = [r["val_accuracy"] for r in records if "val_accuracy" in r]
     tokens_per_s = steps_this_attempt * trainer.tokens_per_step / max(seconds, 1e-9)
     stats = {
+        "family": config.model.family,
         "steps": state.step,
         "stopped_by": stopped_by,
         "exported_step": exported,
@@ -39,6 +41,7 @@ def run_stats(trainer: "Trainer", stopped_by: str, exported: int, digests: list,
         "final_loss": losses[-1] if losses else None,
         "best_val_loss": state.best_val_loss,
         "best_step": state.best_step,
+        "final_val_accuracy": accuracies[-1] if accuracies else None,  # GPT next token, BERT masked, T5 target
         "train_s": round(state.train_s, 3),
         "tokens_per_s": round(tokens_per_s, 1),
         "flops_per_token": trainer.flops_per_token,

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from llm_core.models import GPT
+from llm_core.models import build_model
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.train import cost
 from llm_core.train.checkpoints import BEST, Checkpoints, step_tag
@@ -40,6 +40,7 @@ from llm_core.train.ds_config import FLOPS_PROFILE_FILE, PROFILE_STEP, deepspeed
 from llm_core.train.export import fp32_state_dict, global_grad_norm, replica_digest
 from llm_core.train.lamb import Lamb
 from llm_core.train.guards import NanGradient, TrainingStopped, all_finite, parse_fault, rank0_says
+from llm_core.train.objectives import Batch, accuracy, objective_for
 from llm_core.train.monitor import METRICS_FILE, Monitor, progress_line
 from llm_core.train.recovery import close_step, handle_nonfinite
 from llm_core.train.report import run_stats, train_figures
@@ -80,11 +81,12 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.train_data = TokenShards(self.shards_dir, "train")
         m = config.model
-        self.model = GPT(m.gpt(self.train_data.vocab_size))
+        self.model = build_model(m.transformer(self.train_data.vocab_size))
+        self.objective = objective_for(m.family, m.block_size, self.shards_dir, m.nsp)
         if job.get("init_file"):  # continued training: the shapes were checked by the launcher
             self.model.load_state_dict(torch.load(job["init_file"], weights_only=True)["state_dict"])
         self.params = self.model.num_params()  # counted now: ZeRO-3 frees each rank's full parameters at initialize
-        self.flops_per_token = cost.flops_per_token(self.params, m.n_layer, m.n_embd, m.block_size)
+        self.flops_per_token = self.model.flops_per_token()
         self.accumulation = config.accumulation(self.world)
         self.tokens_per_step = config.tokens_per_step(self.world)
         self.engine = self._engine()
@@ -127,16 +129,17 @@ class Trainer:
         )
         return engine
 
-    def _validation_windows(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The same validation batches at every evaluation (a fixed seed), on every rank."""
+    def _validation_windows(self) -> list[Batch]:
+        """The same validation batches at every evaluation (a fixed seed: BERT's masks and T5's
+        spans too), on every rank."""
         v = self.config.validation
         if not v.every_steps:
             return []
-        windows = TokenShards(self.shards_dir, "val").sample_windows(
-            np.random.default_rng(self.config.seed), v.batches * self.config.micro_batch_size,
-            self.config.model.block_size + 1)
-        batches = torch.from_numpy(windows).split(self.config.micro_batch_size)
-        return [(b[:, :-1].to(self.device), b[:, 1:].to(self.device)) for b in batches]
+        val, rng = TokenShards(self.shards_dir, "val"), np.random.default_rng(self.config.seed)
+        return [self.to_device(self.objective.batch(val, rng, self.config.micro_batch_size)) for _ in range(v.batches)]
+
+    def to_device(self, batch: Batch) -> Batch:
+        return {name: t.to(self.device) for name, t in batch.items()}
 
     def say(self, message: str) -> None:
         if self.rank == 0:
@@ -185,7 +188,7 @@ class Trainer:
                 window = []
             stop_early = False
             if self.val_windows and (step % config.validation.every_steps == 0 or step == config.max_steps):
-                figures["val_loss"] = self._validate()
+                figures["val_loss"], figures["val_accuracy"] = self._validate()
                 stop_early = self._after_validation(figures["val_loss"], step, started)
             if figures and self.monitor is not None:
                 self.monitor.record(step, figures)
@@ -235,18 +238,24 @@ class Trainer:
         return losses
 
     def micro_batch_loss(self) -> torch.Tensor:
-        m = self.config.model
-        batch = torch.from_numpy(self.train_data.sample_windows(self.rng, self.config.micro_batch_size, m.block_size + 1))
-        _, loss = self.engine(batch[:, :-1].to(self.device), batch[:, 1:].to(self.device))
-        return loss
+        batch = self.objective.batch(self.train_data, self.rng, self.config.micro_batch_size)
+        return self.engine(**self.to_device(batch))[1]
 
-    def _validate(self) -> float:
+    def _validate(self) -> tuple[float, float]:
+        """Validation loss and the share of target tokens predicted right (next tokens for GPT,
+        masked tokens for BERT, the target's tokens for T5), averaged over ranks."""
         self.engine.eval()
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, tokens right, tokens scored
         with torch.no_grad():
-            total = sum(self.engine(x, y)[1].float() for x, y in self.val_windows) / len(self.val_windows)
+            for batch in self.val_windows:
+                logits, loss = self.engine(**batch)
+                right, scored = accuracy(logits, batch["targets"])
+                totals += torch.tensor([loss.item(), right, scored], dtype=torch.float64)
         self.engine.train()
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)  # gloo has no AVG
-        return total.item() / self.world
+        totals = totals.to(self.device)
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)  # gloo has no AVG
+        loss_sum, right, scored = totals.tolist()
+        return loss_sum / (len(self.val_windows) * self.world), right / max(scored, 1)
 
     def _after_validation(self, val_loss: float, step: int, started: float) -> bool:
         """Track the best validation loss (its checkpoint kept to export); True to stop early."""
