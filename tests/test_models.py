@@ -87,3 +87,19 @@ def test_a_gpt_file_from_before_the_families_loads(tmp_path):
     torch.save({"config": {**old_config, "moe_experts": 8}, "state_dict": model.state_dict()}, tmp_path / "new.pt")
     with pytest.raises(ValueError, match="another version of llmpipe.*moe_experts"):
         load_model(tmp_path / "new.pt")
+
+
+def test_a_sliding_window_model_matches_dense_attention_under_its_mask(monkeypatch):
+    """A GPT with sliding attention (window 8, context 32: no padding, learned positions) computes
+    what the dense kernel computes under the sliding mask."""
+    import llm_core.models.attention as attention
+
+    torch.manual_seed(3)
+    model = GPT(TransformerConfig(vocab_size=50, block_size=32, attention="sliding", window=8, global_tokens=1)).eval()
+    x = torch.randint(0, 50, (2, 32))
+    local = model(x)[0]
+    mask = sliding_window_mask(32, 8, True, 1)
+    monkeypatch.setattr(attention, "sliding_window_attention",
+                        lambda q, k, v, window, causal, g, dropout_p: F.scaled_dot_product_attention(q, k, v,
+                                                                                                     attn_mask=mask))
+    torch.testing.assert_close(local, model(x)[0])

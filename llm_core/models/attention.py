@@ -54,7 +54,7 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     w, g = window, min(global_tokens, T)
     n = -(-T // w)  # chunks of w queries
     pad = n * w - T
-    qc = F.pad(q, (0, 0, 0, pad)).view(B * H, n, w, D)
+    qc = F.pad(q, (0, 0, 0, pad)).reshape(B * H, n, w, D)
     # chunk c's keys are positions [c*w - w, c*w + 2w): itself and one chunk each side
     kc = F.pad(k, (0, 0, w, pad + w)).unfold(2, 3 * w, w).transpose(-1, -2).reshape(B * H, n, 3 * w, D)
     vc = F.pad(v, (0, 0, w, pad + w)).unfold(2, 3 * w, w).transpose(-1, -2).reshape(B * H, n, 3 * w, D)
@@ -71,7 +71,7 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
         mask = torch.cat((mask, mask_g.expand(n, w, g)), dim=2)
     mask |= i >= T  # padding queries see everything (their rows are dropped): no row is fully masked
     out = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, dropout_p=dropout_p)
-    out = out.view(B, H, n * w, D)[:, :, :T]
+    out = out.reshape(B, H, n * w, D)[:, :, :T]
     if g:  # the global tokens' own rows attend to every key
         out = out.clone()
         out[:, :, :g] = F.scaled_dot_product_attention(q[:, :, :g], k, v, dropout_p=dropout_p,
