@@ -91,9 +91,10 @@ TRAINER_SPEED = 0.8  # the trainer's steps/s relative to the probe's (DeepSpeed,
 
 
 # --- data ---------------------------------------------------------------------------------------
-def build_tokenizer(out: Path, vocab_size: int) -> Path:
-    """Tiny Shakespeare (50 scenes a document) through the tokenizer stage (byte-level BPE): ``out``
-    holds tokenizer.json and shards/ (with a val split). Built aside, moved into place when complete."""
+def build_tokenizer(out: Path, vocab_size: int, kind: str = "byte_bpe", **settings) -> Path:
+    """Tiny Shakespeare (50 scenes a document) through the tokenizer stage (byte-level BPE unless
+    ``kind`` says otherwise; ``settings``: more TokenizerConfig fields): ``out`` holds tokenizer.json
+    and shards/ (with a val split). Built aside, moved into place when complete."""
     if (out / SHARDS_DIR / "meta.json").is_file() and (out / TOKENIZER_FILE).is_file():
         return out
     import pyarrow as pa
@@ -110,7 +111,8 @@ def build_tokenizer(out: Path, vocab_size: int) -> Path:
         write_documents(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), Path(tmp) / "docs")
         built = Path(tmp) / "tokenizer"
         built.mkdir()
-        build_tokenizer_and_shards(TokenizerConfig(kind="byte_bpe", vocab_size=vocab_size), Path(tmp) / "docs", built)
+        build_tokenizer_and_shards(TokenizerConfig(kind=kind, vocab_size=vocab_size, **settings), Path(tmp) / "docs",
+                                   built)
         shutil.rmtree(out, ignore_errors=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(built), out)

@@ -2,8 +2,8 @@
 
 Dense attention is ``scaled_dot_product_attention`` (flash attention on GPUs, a fused kernel on
 CPUs). Sliding-window attention (Longformer / BigBird's local pattern) splits the sequence into
-chunks of ``window`` tokens; each chunk attends to itself and its neighbours, so scores cost
-``T x 3w`` instead of ``T x T``, plus ``global_tokens`` leading tokens that every token sees and
+chunks of ``window`` tokens; each chunk attends to itself and its neighbours (the one before it
+when causal), so scores cost ``T x 2w`` (``3w`` bidirectional) instead of ``T x T``, plus ``global_tokens`` leading tokens that every token sees and
 that see every token. It is written with plain tensor ops so it runs on every backend
 (``flex_attention`` needs ``torch.compile`` and a C++ toolchain on CPU).
 """
@@ -54,28 +54,30 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     w, g = window, min(global_tokens, T)
     n = -(-T // w)  # chunks of w queries
     pad = n * w - T
+    span = 2 * w if causal else 3 * w  # chunk c's keys: [c*w - w, c*w + span - w), the chunk before it and itself (+ after)
     qc = F.pad(q, (0, 0, 0, pad)).reshape(B * H, n, w, D)
-    # chunk c's keys are positions [c*w - w, c*w + 2w): itself and one chunk each side
-    kc = F.pad(k, (0, 0, w, pad + w)).unfold(2, 3 * w, w).transpose(-1, -2).reshape(B * H, n, 3 * w, D)
-    vc = F.pad(v, (0, 0, w, pad + w)).unfold(2, 3 * w, w).transpose(-1, -2).reshape(B * H, n, 3 * w, D)
+    kc, vc = (F.pad(t, (0, 0, w, pad + span - 2 * w)).unfold(2, span, w).transpose(-1, -2).reshape(B * H, n, span, D)
+              for t in (k, v))
     i = (torch.arange(n, device=q.device)[:, None] * w + torch.arange(w, device=q.device)[None, :])[:, :, None]
-    j = (torch.arange(n, device=q.device)[:, None] * w - w + torch.arange(3 * w, device=q.device)[None, :])[:, None, :]
-    mask = ((i - j).abs() <= w) & (j >= 0) & (j < T)
+    j = (torch.arange(n, device=q.device)[:, None] * w - w + torch.arange(span, device=q.device)[None, :])[:, None, :]
+    allowed = ((i - j).abs() <= w) & (j >= 0) & (j < T)
     if causal:
-        mask &= j <= i
+        allowed &= j <= i
     if g:  # the global tokens' keys, beside every chunk's window (those already in the window masked out)
         jg = torch.arange(g, device=q.device)[None, None, :]
-        mask_g = ((i - jg).abs() > w) & ((jg <= i) if causal else True)
+        allowed_g = ((i - jg).abs() > w) & ((jg <= i) if causal else True)
         kc = torch.cat((kc, k[:, :, :g].reshape(B * H, 1, g, D).expand(-1, n, -1, -1)), dim=2)
         vc = torch.cat((vc, v[:, :, :g].reshape(B * H, 1, g, D).expand(-1, n, -1, -1)), dim=2)
-        mask = torch.cat((mask, mask_g.expand(n, w, g)), dim=2)
-    mask |= i >= T  # padding queries see everything (their rows are dropped): no row is fully masked
+        allowed = torch.cat((allowed, allowed_g.expand(n, w, g)), dim=2)
+    allowed |= i >= T  # padding queries see everything (their rows are dropped): no row is fully masked
+    # An additive float mask: PyTorch's fused CPU kernel takes it (a boolean one falls back to the slower path).
+    mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
     out = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, dropout_p=dropout_p)
     out = out.reshape(B, H, n * w, D)[:, :, :T]
-    if g:  # the global tokens' own rows attend to every key
+    if g:  # the global tokens' own rows attend to every key (every earlier one when causal)
+        rows = torch.arange(T, device=q.device)[None, :] <= torch.arange(g, device=q.device)[:, None] if causal else None
         out = out.clone()
-        out[:, :, :g] = F.scaled_dot_product_attention(q[:, :, :g], k, v, dropout_p=dropout_p,
-                                                       attn_mask=sliding_window_mask(T, T, causal, 0, q.device)[:g])
+        out[:, :, :g] = F.scaled_dot_product_attention(q[:, :, :g], k, v, attn_mask=rows, dropout_p=dropout_p)
     return out
 
 
