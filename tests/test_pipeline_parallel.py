@@ -1,6 +1,6 @@
 """Pipeline parallelism (llm_core.train.pipeline_parallel): a GPT split into 2 DeepSpeed pipeline
 stages on 2 CPU processes (gloo) trains step for step like the same GPT in one process, and its
-weights export as a plain GPT ``model.pt``."""
+weights export as a plain GPT ``model.pt``. Both runs are tests/pipeline_worker.py."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ TOLERANCE = 1e-4  # fp32; the runs agree to ~1e-6 (only the order of float sums 
 
 
 def start(args: list[str], port: int | None = None) -> subprocess.Popen:
-    """The module's script: with ``port``, as 2 pipeline stages under ``torchrun --nproc_per_node 2``;
+    """pipeline_worker.py: with ``port``, as 2 pipeline stages under ``torchrun --nproc_per_node 2``;
     without, as the one-process reference. One thread a process: 2 cores, up to 3 processes."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
            "TORCH_EXTENSIONS_DIR": os.path.join(sys.prefix, "torch_extensions")}
-    script = ["-m", "llm_core.train.pipeline_parallel", *args]
+    script = [str(REPO / "tests" / "pipeline_worker.py"), *args]
     command = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                 "--master_port", str(port), *script] if port else [sys.executable, *script, "--single"])
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -47,7 +47,7 @@ def result(process: subprocess.Popen) -> dict:
 def held_out_loss(model_file, args: list[str]) -> float:
     """The exported model's loss on the script's held-out batch, computed as a plain GPT."""
     from llm_core.models import load_model
-    from llm_core.train.pipeline_parallel import batches, parser
+    from pipeline_worker import batches, parser
 
     parsed = parser().parse_args(args)
     (held_out,) = batches(parsed, 1, parsed.seed + 1)
