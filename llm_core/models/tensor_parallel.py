@@ -188,13 +188,60 @@ def parallelize(model: nn.Module, group=None) -> nn.Module:
 def gather_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The unsharded state dict, loadable by the unparallelized model (for export: save it on
     rank 0). A collective: every rank of the group calls it, and every rank gets the result."""
-    state = model.state_dict()
+    return unshard_state_dict(model, model.state_dict())
+
+
+def unshard_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` (this rank's shards under the model's names, e.g. the optimizer's fp32 master
+    copies) with every shard replaced by the whole tensor. A collective, as :func:`gather_state_dict`."""
+    state = dict(state)
     for name, module in model.named_modules():
         if isinstance(module, (ColumnParallelLinear, RowParallelLinear)):
             for key in ("weight", "bias"):
                 if getattr(module, key) is not None:
-                    state[f"{name}.{key}"] = module.unshard(getattr(module, key).detach())
+                    state[f"{name}.{key}"] = module.unshard(state[f"{name}.{key}"].to(getattr(module, key).device))
     return state
+
+
+class ModelParallelUnit:
+    """The process groups, as DeepSpeed's ``mpu`` argument asks for them: ranks ``[0, tp)`` hold
+    one copy of the model between them (a tensor-parallel group), ``[tp, 2 tp)`` the next, and the
+    ranks that hold the same shard of every copy form a data-parallel group, over which ZeRO
+    partitions and gradients are averaged. Every rank creates every group, in the same order."""
+
+    def __init__(self, tensor_parallel: int):
+        world, rank, tp = dist.get_world_size(), dist.get_rank(), tensor_parallel
+        self.tp, self.world = tp, world
+        for start in range(0, world, tp):
+            group = dist.new_group(list(range(start, start + tp)))
+            if start <= rank < start + tp:
+                self.tp_group = group
+        for offset in range(tp):
+            group = dist.new_group(list(range(offset, world, tp)))
+            if rank % tp == offset:
+                self.dp_group = group
+
+    def get_model_parallel_rank(self) -> int:
+        return dist.get_rank(self.tp_group)
+
+    def get_model_parallel_group(self):
+        return self.tp_group
+
+    def get_model_parallel_world_size(self) -> int:
+        return self.tp
+
+    get_tensor_model_parallel_rank = get_model_parallel_rank
+    get_tensor_model_parallel_group = get_model_parallel_group
+    get_tensor_model_parallel_world_size = get_model_parallel_world_size
+
+    def get_data_parallel_rank(self) -> int:
+        return dist.get_rank(self.dp_group)
+
+    def get_data_parallel_group(self):
+        return self.dp_group
+
+    def get_data_parallel_world_size(self) -> int:
+        return self.world // self.tp
 
 
 @torch.no_grad()

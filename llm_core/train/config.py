@@ -126,6 +126,47 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1)
     # Processes on this node (CPU: gloo; GPU: one per device, NCCL).
     nproc_per_node: int = Field(1, ge=1)
+    # Model parallelism: the processes split into groups of pipeline_stages x tensor_parallel,
+    # each group holding one copy of the model; the copies train data parallel (ZeRO).
+    pipeline_stages: int = Field(1, ge=1)  # >1: the GPT's layers as DeepSpeed pipeline stages
+    tensor_parallel: int = Field(1, ge=1)  # >1: every block's heads and MLP split Megatron-style
+
+    @property
+    def model_parallel(self) -> int:
+        """Processes that hold one copy of the model between them."""
+        return self.pipeline_stages * self.tensor_parallel
+
+    def data_parallel(self, world_size: int) -> int:
+        """Copies of the model over ``world_size`` processes."""
+        if world_size % self.model_parallel:
+            raise ValueError(f"{world_size} processes do not split into groups of pipeline_stages "
+                             f"{self.pipeline_stages} x tensor_parallel {self.tensor_parallel}")
+        return world_size // self.model_parallel
+
+    @model_validator(mode="after")
+    def _parallelism_is_supported(self) -> "TrainConfig":
+        m, pp, tp = self.model, self.pipeline_stages, self.tensor_parallel
+        if pp > 1 and tp > 1:
+            raise ValueError("pipeline_stages and tensor_parallel together are not supported yet: use one of them")
+        if pp > 1:
+            if m.family != "gpt":
+                raise ValueError(f"pipeline_stages needs model.family gpt (the {m.family} model is not a layer sequence)")
+            if m.n_layer % pp or pp > m.n_layer:
+                raise ValueError(f"pipeline_stages ({pp}) must divide model.n_layer ({m.n_layer}): every stage "
+                                 "holds the same number of blocks")
+            if self.zero_stage > 1:
+                raise ValueError("pipeline_stages needs zero_stage 0 or 1 (DeepSpeed: ZeRO-2 and ZeRO-3 are "
+                                 "incompatible with pipeline parallelism)")
+            if self.on_nonfinite == "skip":
+                raise ValueError("on_nonfinite skip needs pipeline_stages 1: a pipeline step applies its update "
+                                 "before its loss is known (use stop or rollback)")
+        if tp > 1:
+            if m.n_head % tp:
+                raise ValueError(f"tensor_parallel ({tp}) must divide model.n_head ({m.n_head})")
+            if self.zero_stage > 2 or self.optimizer != "adamw":
+                raise ValueError("tensor_parallel needs optimizer adamw and zero_stage 0-2 (ZeRO-3 and LAMB's "
+                                 "per-layer trust ratio over sharded layers are not supported)")
+        return self
 
     @model_validator(mode="after")
     def _schedule_is_consistent(self) -> "TrainConfig":
@@ -148,15 +189,17 @@ class TrainConfig(Section):
         return self
 
     def accumulation(self, world_size: int) -> int:
-        """Micro-batches per optimizer step on each process, from ``global_batch_size`` when set."""
+        """Micro-batches per optimizer step on each copy of the model, from ``global_batch_size`` when set."""
+        copies = self.data_parallel(world_size)
         if self.global_batch_size is None:
             return self.grad_accum_steps
-        per_step = self.micro_batch_size * world_size
+        per_step = self.micro_batch_size * copies
         if self.global_batch_size % per_step:
             raise ValueError(f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "
-                             f"{self.micro_batch_size} × {world_size} processes = {per_step}")
+                             f"{self.micro_batch_size} × {copies} model copies = {per_step}")
         return self.global_batch_size // per_step
 
     def tokens_per_step(self, world_size: int) -> int:
-        """Tokens in one optimizer step over all processes."""
-        return self.micro_batch_size * self.accumulation(world_size) * self.model.block_size * world_size
+        """Tokens in one optimizer step over all processes (every copy of the model)."""
+        return self.micro_batch_size * self.accumulation(world_size) * self.model.block_size * \
+            self.data_parallel(world_size)

@@ -49,11 +49,20 @@ def zero0_fp32_copies(optimizer) -> dict[int, torch.Tensor]:
             for low, high in zip(lows, highs)}
 
 
-def global_grad_norm(model: torch.nn.Module) -> float:
+def global_grad_norm(model: torch.nn.Module, tensor_parallel_group=None) -> float:
     """The L2 norm of all the model's gradients (what DeepSpeed reports under ZeRO 1-3 and
-    mixed precision, and does not under ZeRO 0 with a torch optimizer in fp32)."""
-    grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+    mixed precision, and does not under ZeRO 0 with a torch optimizer in fp32). With a
+    tensor-parallel group, the shards' squares are summed over it (replicated weights once)."""
+    import torch.distributed as dist
+
+    device = next(model.parameters()).device  # NCCL reduces GPU tensors only
+    squares = torch.zeros(2, dtype=torch.float64, device=device)  # sharded, replicated
+    for p in model.parameters():
+        if p.grad is not None:
+            squares[0 if getattr(p, "tensor_model_parallel", False) else 1] += p.grad.detach().double().pow(2).sum()
+    if tensor_parallel_group is not None:
+        dist.all_reduce(squares[:1], group=tensor_parallel_group)  # a view: reduced in place
+    return float(squares.sum().sqrt())
 
 
 def replica_digest(engine) -> str | None:

@@ -32,6 +32,8 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from llm_core.models import build_model
+from llm_core.models.block import param_groups
+from llm_core.models.tensor_parallel import ModelParallelUnit, parallelize, unshard_state_dict
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.train import cost
 from llm_core.train.checkpoints import BEST, Checkpoints, step_tag
@@ -81,17 +83,20 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.train_data = TokenShards(self.shards_dir, "train")
         m = config.model
-        self.model = build_model(m.transformer(self.train_data.vocab_size))
+        full = build_model(m.transformer(self.train_data.vocab_size))  # the same weights on every rank (the seed)
         self.objective = objective_for(m.family, m.block_size, self.shards_dir, m.nsp)
         if job.get("init_file"):  # continued training: the shapes were checked by the launcher
-            self.model.load_state_dict(torch.load(job["init_file"], weights_only=True)["state_dict"])
-        self.params = self.model.num_params()  # counted now: ZeRO-3 frees each rank's full parameters at initialize
-        self.flops_per_token = self.model.flops_per_token()
+            full.load_state_dict(torch.load(job["init_file"], weights_only=True)["state_dict"])
+        self.params = full.num_params()  # counted now: ZeRO-3 frees each rank's full parameters at initialize
+        self.flops_per_token = full.flops_per_token()
+        self.model_config = full.config
+        self.model = self.parallel_model(full)
         self.accumulation = config.accumulation(self.world)
         self.tokens_per_step = config.tokens_per_step(self.world)
         self.engine = self._engine()
         self.device = self.engine.device
-        self.rng = np.random.default_rng(config.seed + self.rank)  # each rank draws its own batches
+        # Each copy of the model draws its own batches; the ranks that share a copy draw the same.
+        self.rng = np.random.default_rng(config.seed + self.data_rank())
         self.val_windows = self._validation_windows()
         # ZeRO 0 with a torch optimizer in fp32 reports no gradient norm: measured here instead.
         self.own_grad_norm = config.zero_stage == 0 and config.precision == "fp32"
@@ -113,19 +118,38 @@ class Trainer:
         self.peak_tflops = config.cost.peak_tflops or (
             cost.peak_tflops(torch.cuda.get_device_name(), config.precision) if self.cuda else None)
 
+    # --- what model parallelism changes (llm_core.train.pipeline_trainer overrides these) -----
+
+    def parallel_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module this rank trains: the whole model, or its shard under tensor parallelism."""
+        self.mpu = None
+        if self.config.tensor_parallel > 1:
+            self.mpu = ModelParallelUnit(self.config.tensor_parallel)
+            parallelize(model, self.mpu.get_model_parallel_group())
+        return model
+
+    def data_rank(self) -> int:
+        """Which copy of the model this rank holds part of."""
+        return self.mpu.get_data_parallel_rank() if self.mpu is not None else self.rank
+
+    def export_weights(self) -> dict[str, torch.Tensor]:
+        """The whole model's fp32 weights (a collective: every rank calls it)."""
+        weights = fp32_state_dict(self.engine)
+        return unshard_state_dict(self.engine.module, weights) if self.mpu is not None else weights
+
     def _engine(self):
         import deepspeed
 
         config, cuda = self.config, self.cuda
         profile_file = str(self.out_dir / FLOPS_PROFILE_FILE) if config.profile else None  # written by rank 0
-        groups = self.model.param_groups(config.weight_decay)
+        groups = param_groups(self.model, config.weight_decay)
         optimizer = None
         if needs_client_optimizer(config, cuda):
             optimizer = Lamb(groups, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
         engine, _, _, _ = deepspeed.initialize(
             model=self.model, model_parameters=groups if optimizer is None else None, optimizer=optimizer,
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(config)),
-            config=deepspeed_config(config, self.world, cuda, profile_file),
+            config=deepspeed_config(config, self.world, cuda, profile_file), mpu=self.mpu,
         )
         return engine
 
@@ -188,7 +212,9 @@ class Trainer:
                 window = []
             stop_early = False
             if self.val_windows and (step % config.validation.every_steps == 0 or step == config.max_steps):
-                figures["val_loss"], figures["val_accuracy"] = self._validate()
+                figures["val_loss"], accuracy_now = self._validate()
+                if accuracy_now is not None:
+                    figures["val_accuracy"] = accuracy_now
                 stop_early = self._after_validation(figures["val_loss"], step, started)
             if figures and self.monitor is not None:
                 self.monitor.record(step, figures)
@@ -227,7 +253,7 @@ class Trainer:
                 return handle_nonfinite(self, "loss", step)
             self.engine.backward(loss)
             if self.own_grad_norm and len(losses) == self.accumulation - 1:  # all-reduced by now, not yet applied
-                norm = global_grad_norm(self.model)
+                norm = global_grad_norm(self.model, self.mpu.get_model_parallel_group() if self.mpu else None)
             self.engine.step()
             losses.append(loss.item())
         self.last_grad_norm = self.engine.get_global_grad_norm() if norm is None else norm
@@ -284,13 +310,13 @@ class Trainer:
         if best is not None and state.best_step != state.step:  # the weights and figures of best/ itself
             saved = self.checkpoints.load(self.engine, best, rng=None)
             exported, state.best_val_loss, state.best_step = saved["step"], saved["best_val_loss"], saved["best_step"]
-        weights = fp32_state_dict(self.engine)  # a collective under ZeRO: every rank takes part
+        weights = self.export_weights()  # a collective under ZeRO and tensor parallelism: every rank takes part
         dist.barrier()
         if self.rank == 0:
             self.monitor.close()
             if config.tensorboard:
                 shutil.copytree(self.work_dir / TENSORBOARD_DIR, self.out_dir / TENSORBOARD_DIR, dirs_exist_ok=True)
-            torch.save({"config": self.model.config.to_dict(), "state_dict": weights}, self.out_dir / MODEL_FILE)
+            torch.save({"config": self.model_config.to_dict(), "state_dict": weights}, self.out_dir / MODEL_FILE)
             (self.out_dir / METRICS_FILE).write_text((self.work_dir / METRICS_FILE).read_text())
             (self.out_dir / TRAIN_STATS_FILE).write_text(json.dumps(run_stats(
                 self, stopped_by, exported, digests, steps_this_attempt, seconds), indent=2))
@@ -313,7 +339,12 @@ def main() -> None:
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
-    trainer = Trainer(job)
+    if job["config"].get("pipeline_stages", 1) > 1:
+        from llm_core.train.pipeline_trainer import PipelineTrainer
+
+        trainer = PipelineTrainer(job)
+    else:
+        trainer = Trainer(job)
     try:
         trainer.run()
     except TrainingStopped as stop:
