@@ -185,3 +185,24 @@ def test_llmpipe_evaluate_an_ensemble_of_registered_models(store, model_files, t
     register((model_file, tmp_path / "tok2" / "tokenizer.json"), "k3", 2.0)
     assert main(["evaluate", *base, "--model", "models:/gpt/1", "--model", "models:/gpt/3", "--data", str(text)]) == 1
     assert "do not share one tokenizer" in capsys.readouterr().err
+
+
+def test_a_bert_is_registered_with_its_family_and_fills_masks(store, tmp_path):
+    """The registered version says its family; the served pyfunc fills [MASK] (loaded back from the registry)."""
+    from tokenizers import BertWordPieceTokenizer
+
+    from llm_core.models import BERT
+
+    tokenizer = BertWordPieceTokenizer()
+    tokenizer.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 50, vocab_size=120)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    model = BERT(TransformerConfig(vocab_size=tokenizer.get_vocab_size(), family="bert", block_size=16, n_layer=1,
+                                   n_head=2, n_embd=16))
+    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    with mlflow.start_run():
+        version, _ = registry.register_model("bert", "kb", tmp_path / "model.pt", tmp_path / "tokenizer.json",
+                                             {"val_loss": 3.0})
+    assert MlflowClient().get_model_version("bert", str(version)).tags[registry.FAMILY_TAG] == "bert"
+    served = mlflow.pyfunc.load_model(f"models:/bert/{version}")
+    (answer,) = served.predict(["the quick [MASK] fox"])
+    assert answer.startswith("the quick") and "[MASK]" not in answer
