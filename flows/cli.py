@@ -9,6 +9,7 @@
     llmpipe ui [--config FILE]                           Prefect and MLflow UIs on 127.0.0.1 (its data root)
     llmpipe generate --model URI --prompt TEXT           a registered model continues a prompt
     llmpipe evaluate --model URI [--model URI ...] --data FILE   a registered model's (or an ensemble's) metrics on any text
+    llmpipe train-node JOB_FILE                          join a multi-node training run (train.nodes) from another machine
 
 Prefect reads its settings when first imported, so commands set the environment from the
 config (flows/environment.py) before importing anything of Prefect's.
@@ -126,6 +127,8 @@ def parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("demo", help="serve the demo site (pydoc) on the seed's port and run the pipeline"))
     serve_cmd = sub.add_parser("serve", help="serve the deployments in deployments/prefect.yaml")
     serve_cmd.add_argument("--file", type=Path, default=DEFAULT_DEPLOYMENTS)
+    node = sub.add_parser("train-node", help="run this machine's training processes of a multi-node run")
+    node.add_argument("job", type=Path, help="the job.json the train stage wrote (its path in the log)")
     ui_cmd = with_config(sub.add_parser("ui", help="start the Prefect and MLflow UIs on 127.0.0.1"),
                          default=DEFAULT_CONFIG)
     ui_cmd.add_argument("--prefect-port", type=int, default=PREFECT_PORT)
@@ -156,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             serve(args.file)
             return 0
+        if args.command == "train-node":
+            from llm_core.train.launch import join_as_node
+
+            return join_as_node(args.job)
         config = load_config(args.config, args.overrides)
         if args.command == "status":
             status(config)

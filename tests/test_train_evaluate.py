@@ -12,7 +12,7 @@ from llm_core.evaluate import REPORT_JSON, evaluate
 from llm_core.tokenizer import TOKENIZER_FILE
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train import MODEL_FILE, load_model, train
-from llm_core.train.launch import failure_is_transient
+from llm_core.train.processes import failure_is_transient
 from helpers import tokenized_shakespeare
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64)

@@ -6,6 +6,7 @@ optimisation settings stay flat, as in nanoGPT's and DeepSpeed's configs.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
@@ -84,6 +85,26 @@ class CostConfig(Section):
                 self.price_per_hour * devices if self.price_per_hour is not None else None)
 
 
+class NodesConfig(Section):
+    """Training across machines, each running ``nproc_per_node`` processes, met through torchrun's
+    c10d rendezvous. The stage's machine is one node and hosts the rendezvous; every other node
+    runs ``llmpipe train-node <job.json>`` (the job file the stage writes beside its output, so
+    the data root must be a filesystem every node mounts)."""
+
+    count: int = Field(1, ge=1)
+    rendezvous: str | None = None  # host:port of this (the stage's) machine that the other nodes reach
+    join_timeout_s: float = Field(600.0, gt=0)  # how long the stage waits for every node to join
+
+    @model_validator(mode="after")
+    def _rendezvous_when_several(self) -> "NodesConfig":
+        if self.count > 1 and not self.rendezvous:
+            raise ValueError("train.nodes.count > 1 needs train.nodes.rendezvous: host:port of the stage's machine, "
+                             "which the other nodes reach")
+        if self.rendezvous and not re.fullmatch(r"\[?[\w.:-]+\]?:\d{1,5}", self.rendezvous):
+            raise ValueError(f"train.nodes.rendezvous {self.rendezvous!r} is not host:port")
+        return self
+
+
 class TrainConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     zero_stage: int = Field(2, ge=0, le=3)
@@ -124,12 +145,18 @@ class TrainConfig(Section):
     profile: bool = False
     seed: int = 1337
     log_every: int = Field(10, ge=1)
-    # Processes on this node (CPU: gloo; GPU: one per device, NCCL).
+    # Processes on each node (CPU: gloo; GPU: one per device, NCCL).
     nproc_per_node: int = Field(1, ge=1)
+    nodes: NodesConfig = Field(default_factory=NodesConfig)
     # Model parallelism: the processes split into groups of pipeline_stages x tensor_parallel,
     # each group holding one copy of the model; the copies train data parallel (ZeRO).
     pipeline_stages: int = Field(1, ge=1)  # >1: the GPT's layers as DeepSpeed pipeline stages
     tensor_parallel: int = Field(1, ge=1)  # >1: every block's heads and MLP split Megatron-style
+
+    @property
+    def world_size(self) -> int:
+        """Training processes over every node."""
+        return self.nodes.count * self.nproc_per_node
 
     @property
     def model_parallel(self) -> int:

@@ -327,7 +327,7 @@ def write_failure(out_dir: Path, message: str) -> None:
     (out_dir / FAILURE_FILE).write_text(json.dumps({"message": message}))
 
 
-@record  # torchrun then prints the worker's traceback in its failure report (llm_core.train.launch reads it)
+@record  # torchrun then prints the worker's traceback in its failure report (llm_core.train.processes reads it)
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("job", type=Path, help="job.json written by llm_core.train.launch")
