@@ -28,6 +28,7 @@ from flows.environment import prepare_ephemeral_api, setup_environment
 from flows.services import MLFLOW_PORT, PREFECT_PORT, demo_site, serve, ui
 from llm_core.config import STAGES, PipelineConfig, load_config
 from llm_core.errors import ConfigError, PipelineError
+from llm_core.preflight import check_services, prefect_api_url
 
 DEFAULT_DEPLOYMENTS = Path("deployments/prefect.yaml")
 DEFAULT_CONFIG = Path("configs/tiny.yaml")
@@ -37,6 +38,7 @@ _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def run_pipeline(config: PipelineConfig, stop_after: str = "evaluate") -> dict:
     setup_environment(config)
+    check_services(config, prefect_api_url())  # before Prefect is imported: a server that is down is named
     prepare_ephemeral_api()
     from flows.pipeline import pipeline
 

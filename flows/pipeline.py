@@ -23,6 +23,7 @@ from llm_core import registry, runs, tracking
 from llm_core.config import STAGES, PipelineConfig, StageName
 from llm_core.evaluate import REPORT_MD
 from llm_core.evaluate.report import LOSS_CURVES_PNG, render_html
+from llm_core.preflight import check_services
 from llm_core.stages import get_stage, plan
 from llm_core.storage import StageOutput
 from llm_core.tokenizer import TOKENIZER_FILE
@@ -51,6 +52,7 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
     forward_library_logs()
     logger = get_run_logger()
     config = config.for_run()  # absolute data root, refresh turned into a snapshot: fixed for the whole run
+    check_services(config)  # a server that is down: said now, not by the stage that first needs it
     flow_run = get_run_context().flow_run
     started = datetime.now(timezone.utc)
     stages = STAGES[: STAGES.index(stop_after) + 1]
