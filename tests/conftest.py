@@ -6,6 +6,7 @@ temporary directory here, before any test module imports it.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -45,6 +46,26 @@ def shared_data() -> Path:
     if not (path / "README.md").is_file():
         skip_or_fail(f"shared data not found at {path} (set LLMPIPE_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tokenized(shared_data: Path, tmp_path_factory):
+    """Shakespeare through the tokenizer stage, built once per setting for the whole session:
+    ``tokenized(vocab_size=512, kind=...)`` is the tokenizer output folder (tokenizer.json,
+    shards/). Tests read it and never write into it."""
+    from helpers import tokenized_shakespeare
+    from llm_core.tokenizer.config import TokenizerConfig
+
+    made: dict[str, Path] = {}
+
+    def get(**settings) -> Path:
+        key = json.dumps(settings, sort_keys=True)
+        if key not in made:
+            made[key], _, _ = tokenized_shakespeare(shared_data, tmp_path_factory.mktemp("tokenized"),
+                                                    TokenizerConfig(**settings))
+        return made[key]
+
+    return get
 
 
 @pytest.fixture(scope="session")

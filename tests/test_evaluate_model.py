@@ -10,7 +10,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.nn import functional as F
 
-from llm_core.config import EvaluateConfig, ModelConfig, TokenizerConfig, TrainConfig
+from llm_core.config import EvaluateConfig, ModelConfig, TrainConfig
 from llm_core.evaluate import REPORT_JSON, REPORT_MD, evaluate
 from llm_core.evaluate.config import EvalDataset
 from llm_core.evaluate.datasets import load_documents
@@ -20,16 +20,15 @@ from llm_core.tokenizer import TOKENIZER_FILE
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train import MODEL_FILE, load_model, train
-from helpers import tokenized_shakespeare
 
 BLOCK = 64
 
 
 @pytest.fixture(scope="module")
-def trained(shared_data, tmp_path_factory):
+def trained(tokenized, tmp_path_factory):
     """(tokenizer stage output, model file): 60 steps on Shakespeare, as tests/test_train_evaluate.py trains."""
     tmp = tmp_path_factory.mktemp("evaluate")
-    tok, _, _ = tokenized_shakespeare(shared_data, tmp, TokenizerConfig(vocab_size=512))
+    tok = tokenized(vocab_size=512)
     out = tmp / "train"
     out.mkdir()
     config = TrainConfig(model=ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=BLOCK), micro_batch_size=8,

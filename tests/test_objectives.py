@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tokenized_shakespeare
-from llm_core.tokenizer.config import TokenizerConfig
 from llm_core.tokenizer.shards import TokenShards
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train.objectives import (IGNORE, CausalLM, MaskedLM, MissingSpecialTokens, SpanCorruption,
@@ -14,16 +12,12 @@ from llm_core.train.objectives import (IGNORE, CausalLM, MaskedLM, MissingSpecia
 
 
 @pytest.fixture(scope="module")
-def tokenizers(shared_data, tmp_path_factory):
-    """Shakespeare through the tokenizer stage as WordPiece, Unigram (3 sentinels short of
-    enough for T5 at 128 tokens: see below) and Unigram with 20 sentinels."""
-    made = {}
-    for name, settings in {"wordpiece": {"kind": "wordpiece"}, "unigram_few": {"kind": "unigram", "sentinel_tokens": 3},
-                           "unigram": {"kind": "unigram", "sentinel_tokens": 20}, "byte_bpe": {}}.items():
-        out, _, _ = tokenized_shakespeare(shared_data, tmp_path_factory.mktemp(name),
-                                          TokenizerConfig(vocab_size=600, **settings))
-        made[name] = out / SHARDS_DIR
-    return made
+def tokenizers(tokenized):
+    """Shakespeare through the tokenizer stage as WordPiece, Unigram (3 sentinels: short of
+    enough for T5 at 128 tokens, see below), Unigram with 20 sentinels and byte-level BPE."""
+    settings = {"wordpiece": {"kind": "wordpiece"}, "unigram_few": {"kind": "unigram", "sentinel_tokens": 3},
+                "unigram": {"kind": "unigram", "sentinel_tokens": 20}, "byte_bpe": {}}
+    return {name: tokenized(vocab_size=600, **extra) / SHARDS_DIR for name, extra in settings.items()}
 
 
 def test_masked_lm_statistics(tokenizers):

@@ -18,7 +18,7 @@ from llm_core.tokenizer.corpus import take_census
 from llm_core.tokenizer.encode import encode_corpus, units_of
 from llm_core.tokenizer.shards import META_FILE, token_dtype
 from llm_core.tokenizer.train import SHARDS_DIR
-from llm_core.train.launch import check_enough_tokens
+from llm_core.train.launch import check_before_start
 
 LITERAL_EOT = "A page that quotes <|endoftext|> in its text."
 
@@ -137,6 +137,6 @@ def test_training_loader_reads_the_shards(corpus):
     assert train.vocab_size == 800 and train.tokens == stats["train_tokens"] and len(train.shards) > 2
     windows = train.sample_windows(np.random.default_rng(0), 8, 129)
     assert windows.shape == (8, 129) and windows.max() < 800
-    check_enough_tokens(TrainConfig(model=ModelConfig(block_size=128)), shards)
+    check_before_start(TrainConfig(model=ModelConfig(block_size=128)), shards)  # a window fits: no error
     val = TokenShards(shards, "val")
     assert val.sequential_windows(65), "the evaluation cuts the validation shards into windows"

@@ -6,21 +6,20 @@ import math
 import pytest
 import torch
 
-from llm_core.config import EvaluateConfig, ModelConfig, TokenizerConfig, TrainConfig
+from llm_core.config import EvaluateConfig, ModelConfig, TrainConfig
 from llm_core.errors import StageError
 from llm_core.evaluate import REPORT_JSON, evaluate
 from llm_core.tokenizer import TOKENIZER_FILE
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train import MODEL_FILE, load_model, train
 from llm_core.train.processes import failure_is_transient
-from helpers import tokenized_shakespeare
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64)
 
 
 @pytest.fixture(scope="module")
-def shards(shared_data, tmp_path_factory):
-    out, _, _ = tokenized_shakespeare(shared_data, tmp_path_factory.mktemp("train"), TokenizerConfig(vocab_size=512))
+def shards(tokenized):
+    out = tokenized(vocab_size=512)
     return out
 
 

@@ -7,17 +7,16 @@ what DeepSpeed itself saved in its checkpoint.
 import pytest
 import torch
 
-from llm_core.config import ModelConfig, TokenizerConfig, TrainConfig
+from llm_core.config import ModelConfig, TrainConfig
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train import MODEL_FILE, load_model, train
-from helpers import tokenized_shakespeare
 
 TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32)
 
 
 @pytest.fixture(scope="module")
-def shards(shared_data, tmp_path_factory):
-    out, _, _ = tokenized_shakespeare(shared_data, tmp_path_factory.mktemp("export"), TokenizerConfig(vocab_size=512))
+def shards(tokenized):
+    out = tokenized(vocab_size=512)
     return out / SHARDS_DIR
 
 

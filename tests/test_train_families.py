@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from helpers import tokenized_shakespeare
-from llm_core.config import EvaluateConfig, ModelConfig, PipelineConfig, TokenizerConfig, TrainConfig
+from llm_core.config import EvaluateConfig, ModelConfig, PipelineConfig, TrainConfig
 from llm_core.errors import StageError
 from llm_core.evaluate import evaluate
 from llm_core.tokenizer import TOKENIZER_FILE
@@ -16,18 +15,15 @@ from llm_core.train import MODEL_FILE, load_model, train
 
 
 @pytest.fixture(scope="module")
-def tokenized(shared_data, tmp_path_factory):
-    made = {}
-    for kind, extra in (("wordpiece", {}), ("unigram", {"sentinel_tokens": 16})):
-        made[kind], _, _ = tokenized_shakespeare(shared_data, tmp_path_factory.mktemp(kind),
-                                                 TokenizerConfig(kind=kind, vocab_size=600, **extra))
-    return made
+def family_tokenizers(tokenized):
+    return {"wordpiece": tokenized(kind="wordpiece", vocab_size=600),
+            "unigram": tokenized(kind="unigram", vocab_size=600, sentinel_tokens=20)}
 
 
 @pytest.mark.parametrize("family,kind,accuracy", [("bert", "wordpiece", "mlm_accuracy"),
                                                    ("t5", "unigram", "target_accuracy")])
-def test_family_trains_and_evaluates_on_its_objective(tokenized, tmp_path, family, kind, accuracy):
-    shards = tokenized[kind]
+def test_family_trains_and_evaluates_on_its_objective(family_tokenizers, tmp_path, family, kind, accuracy):
+    shards = family_tokenizers[kind]
     config = TrainConfig(model=ModelConfig(family=family, n_layer=2, n_head=2, n_embd=64, block_size=64,
                                            position="rotary"),
                          micro_batch_size=8, grad_accum_steps=1, max_steps=40, lr=3e-3, warmup_steps=4, log_every=10,
@@ -48,10 +44,10 @@ def test_family_trains_and_evaluates_on_its_objective(tokenized, tmp_path, famil
     assert ("nsp_accuracy" in metrics) == (family == "bert")
 
 
-def test_a_tokenizer_without_the_family_tokens_fails_before_training(tokenized, tmp_path):
+def test_a_tokenizer_without_the_family_tokens_fails_before_training(family_tokenizers, tmp_path):
     config = TrainConfig(model=ModelConfig(family="t5", block_size=64, n_embd=64), max_steps=2, warmup_steps=0)
     with pytest.raises(StageError, match=r"family t5 needs the tokenizer's <pad>, </s>"):
-        train(config, tokenized["wordpiece"] / SHARDS_DIR, tmp_path)
+        train(config, family_tokenizers["wordpiece"] / SHARDS_DIR, tmp_path)
     assert not (tmp_path / "job.json").exists(), "no worker was started"
 
 

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from conftest import free_port
-from helpers import tokenized_shakespeare
-from llm_core.config import ModelConfig, TokenizerConfig, TrainConfig
+from llm_core.config import ModelConfig, TrainConfig
 from llm_core.errors import StageError
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train import MODEL_FILE, load_model, train
@@ -26,9 +25,8 @@ SETTINGS = dict(model=ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32)
 
 
 @pytest.fixture(scope="module")
-def shards(shared_data, tmp_path_factory):
-    out, _, _ = tokenized_shakespeare(shared_data, tmp_path_factory.mktemp("nodes"), TokenizerConfig(vocab_size=400))
-    return out / SHARDS_DIR
+def shards(tokenized):
+    return tokenized(vocab_size=512) / SHARDS_DIR
 
 
 def losses(out):

@@ -7,8 +7,7 @@ import json
 import pytest
 import torch
 
-from helpers import tokenized_shakespeare
-from llm_core.config import ModelConfig, TokenizerConfig, TrainConfig
+from llm_core.config import ModelConfig, TrainConfig
 from llm_core.errors import StageError
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train import MODEL_FILE, load_model, train
@@ -19,9 +18,8 @@ SETTINGS = dict(model=ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64)
 
 
 @pytest.fixture(scope="module")
-def shards(shared_data, tmp_path_factory):
-    out, _, _ = tokenized_shakespeare(shared_data, tmp_path_factory.mktemp("parallel"), TokenizerConfig(vocab_size=512))
-    return out / SHARDS_DIR
+def shards(tokenized):
+    return tokenized(vocab_size=512) / SHARDS_DIR
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_core.config import ModelConfig, TokenizerConfig, TrainConfig
+from llm_core.config import ModelConfig, TrainConfig
 from llm_core.errors import StageError
 from llm_core.tokenizer.train import SHARDS_DIR
 from llm_core.train import MODEL_FILE, train
@@ -15,7 +15,6 @@ from llm_core.train.init import initial_weights
 from llm_core.train.schedule import lr_at
 from llm_core.train.guards import FAULT_ENV
 from llm_core.train.monitor import METRICS_FILE
-from helpers import tokenized_shakespeare
 
 TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32)
 BASE = dict(model=TINY, micro_batch_size=4, grad_accum_steps=2, max_steps=30, lr=3e-3, warmup_steps=3,
@@ -23,8 +22,8 @@ BASE = dict(model=TINY, micro_batch_size=4, grad_accum_steps=2, max_steps=30, lr
 
 
 @pytest.fixture(scope="module")
-def shards(shared_data, tmp_path_factory):
-    out, _, _ = tokenized_shakespeare(shared_data, tmp_path_factory.mktemp("train"), TokenizerConfig(vocab_size=512))
+def shards(tokenized):
+    out = tokenized(vocab_size=512)
     return out / SHARDS_DIR
 
 
