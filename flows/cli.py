@@ -1,6 +1,6 @@
 """``llmpipe``: the command line.
 
-    llmpipe run --config FILE [--set key=value ...]      the whole pipeline
+    llmpipe run --config FILE [--set key=value ...] [--from STAGE]   the whole pipeline (or from a stage on)
     llmpipe stage NAME --config FILE [--set ...]         up to and including one stage
     llmpipe status --config FILE [--set ...]             each stage's output key, code digest, and whether it exists
     llmpipe gc --config FILE [--apply]                   outputs no recent run uses, leftovers of dead runs
@@ -36,13 +36,13 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def run_pipeline(config: PipelineConfig, stop_after: str = "evaluate") -> dict:
+def run_pipeline(config: PipelineConfig, stop_after: str = "evaluate", start_at: str = "crawl") -> dict:
     setup_environment(config)
     check_services(config, prefect_api_url())  # before Prefect is imported: a server that is down is named
     prepare_ephemeral_api()
     from flows.pipeline import pipeline
 
-    return pipeline(config=config, stop_after=stop_after)
+    return pipeline(config=config, stop_after=stop_after, start_at=start_at)
 
 
 def print_summary(summary: dict, config: PipelineConfig) -> None:
@@ -116,7 +116,9 @@ def parser() -> argparse.ArgumentParser:
                          help="override a config value by dotted key, e.g. tokenizer.vocab_size=4096")
         return cmd
 
-    with_config(sub.add_parser("run", help="run the whole pipeline"))
+    run_cmd = with_config(sub.add_parser("run", help="run the whole pipeline"))
+    run_cmd.add_argument("--from", dest="start_at", choices=STAGES, default="crawl",
+                         help="start at this stage: the ones before it must be built already (read, not rebuilt)")
     stage = with_config(sub.add_parser("stage", help="run the pipeline up to and including one stage"))
     stage.add_argument("name", choices=STAGES)
     with_config(sub.add_parser("status", help="each stage's output key and whether it exists"))
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                 summary = run_pipeline(config)
             print_summary(summary, config)
         else:
-            summary = run_pipeline(config, stop_after=args.name if args.command == "stage" else "evaluate")
+            summary = run_pipeline(config, stop_after=args.name if args.command == "stage" else "evaluate",
+                                   start_at=getattr(args, "start_at", "crawl"))
             print_summary(summary, config)
     except PipelineError as exc:
         print(f"llmpipe: error: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ from prefect.context import get_run_context
 
 from llm_core import registry, runs, tracking
 from llm_core.config import STAGES, PipelineConfig, StageName
+from llm_core.errors import PipelineError
 from llm_core.evaluate import REPORT_MD
 from llm_core.evaluate.report import LOSS_CURVES_PNG, render_html
 from llm_core.preflight import check_services
@@ -47,8 +48,13 @@ def forward_library_logs() -> None:
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = "evaluate") -> dict[str, Any]:
-    """Run the stages up to and including ``stop_after``; finished stages are cached."""
+def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = "evaluate",
+             start_at: StageName = "crawl") -> dict[str, Any]:
+    """Run the stages up to and including ``stop_after``; finished stages are cached.
+
+    ``start_at``: the stages before it must already be built for this config (they are read,
+    never rebuilt): what a ``train`` deployment scheduled after a ``data`` one wants, failing
+    clearly when the data has not been built rather than crawling on its own."""
     forward_library_logs()
     logger = get_run_logger()
     config = config.for_run()  # absolute data root, refresh turned into a snapshot: fixed for the whole run
@@ -56,7 +62,11 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
     flow_run = get_run_context().flow_run
     started = datetime.now(timezone.utc)
     stages = STAGES[: STAGES.index(stop_after) + 1]
-    planned = {p.stage: p.path for p in plan(config) if p.stage in stages}
+    if STAGES.index(start_at) > STAGES.index(stop_after):
+        raise PipelineError(f"start_at {start_at} comes after stop_after {stop_after}")
+    planned_outputs = plan(config)
+    require_built(planned_outputs, start_at)
+    planned = {p.stage: p.path for p in planned_outputs if p.stage in stages}
     record = dict(data_root=config.project.data_root, run_id=str(flow_run.id), started_at=started,
                   outputs=planned, name=flow_run.name)
     runs.record_run(**record, state="running")
@@ -94,6 +104,16 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
         for name, out in outputs.items()
     }
     return summary
+
+
+def require_built(planned: list, start_at: str) -> None:
+    """Every stage before ``start_at`` must have its output for this config already."""
+    missing = [p for p in planned[: STAGES.index(start_at)] if not p.complete]
+    if missing:
+        raise PipelineError(f"start_at {start_at}: the {missing[0].stage} output this config needs "
+                            f"({missing[0].path}) is not built; run the stages up to "
+                            f"{STAGES[STAGES.index(start_at) - 1]} first (the data deployment, or "
+                            f"`llmpipe stage {STAGES[STAGES.index(start_at) - 1]}`)")
 
 
 def register_and_select(config: PipelineConfig, outputs: dict[str, StageOutput]) -> dict[str, Any]:

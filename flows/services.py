@@ -84,6 +84,7 @@ def build_deployments(file: Path) -> list:
         runner_deployments.append(flow.to_deployment(
             name=spec["name"], parameters=spec.get("parameters") or {}, schedules=schedules,
             description=spec.get("description"), tags=spec.get("tags") or [],
+            concurrency_limit=spec.get("concurrency_limit"),
         ))
     return runner_deployments
 

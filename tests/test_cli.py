@@ -50,6 +50,15 @@ def test_unreachable_seed_names_the_stage_and_leaves_no_output(tmp_path, unused_
         "a failed stage leaves nothing behind (its lock file and resumable work folder aside)"
 
 
+def test_a_run_from_the_tokenizer_needs_the_data_built(tmp_path):
+    """What the train deployment does on a day the data deployment has not run: a clear error, no crawl."""
+    result = llmpipe("run", "--config", str(TINY), "--set", f"project.data_root={tmp_path}", "--from", "tokenizer")
+    assert result.returncode == 1
+    assert "start_at tokenizer: the crawl output this config needs" in result.stderr
+    assert "`llmpipe stage filter`" in result.stderr
+    assert not (tmp_path / "crawl").exists() and not (tmp_path / "tokenizer").exists()
+
+
 def wait_http(url, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

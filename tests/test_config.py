@@ -59,6 +59,21 @@ def test_deployment_parameters_are_the_tiny_config_refreshed_daily():
     assert deployment["schedules"][0]["cron"] == "0 3 * * *"
 
 
+def test_data_and_train_deployments_split_the_pipeline_on_one_config():
+    """data builds crawl -> filter, train reads them and builds tokenizer -> evaluate; same config
+    (one YAML anchor), each scheduled, one run at a time, on the process work pool."""
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    assert set(by_name) == {"pipeline", "data", "train"}
+    assert by_name["data"]["parameters"]["stop_after"] == "filter"
+    assert (by_name["train"]["parameters"]["start_at"], by_name["train"]["parameters"]["stop_after"]) == \
+        ("tokenizer", "evaluate")
+    for d in by_name.values():
+        assert d["parameters"]["config"] == by_name["pipeline"]["parameters"]["config"]
+        assert d["schedules"] and d["concurrency_limit"] == 1 and d["work_pool"]["name"] == "llmpipe-process"
+    assert by_name["data"]["schedules"][0]["cron"] < by_name["train"]["schedules"][0]["cron"], "data first"
+
+
 def test_a_run_config_pins_the_snapshot_and_the_data_root(tmp_path, monkeypatch):
     from datetime import datetime, timezone
 
