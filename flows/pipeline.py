@@ -78,7 +78,7 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
         with tracking.pipeline_run(config, run_name=flow_run.name,
                                    tags={"prefect.flow_run_id": str(flow_run.id)}) as run_id:
             summary["mlflow_run_id"] = run_id
-            summary["mlflow_tracking_uri"] = tracking.tracking_uri(config.project)
+            summary["mlflow_tracking_uri"] = tracking.redact_uri(tracking.tracking_uri(config.project))
             for stage_task in STAGE_TASKS[: len(stages)]:
                 stage = get_stage(stage_task.name)
                 inputs = {name: outputs[name] for name in stage.inputs}

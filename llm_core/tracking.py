@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Iterator
 
 import mlflow
@@ -75,6 +77,33 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Settings whose value is a credential, by name (spark.conf's spark.hadoop.fs.s3a.secret.key,
+# a password, an access token): logged as REDACTED, never as given.
+SECRET_NAME = re.compile(r"(^|[._-])(secret|passw(or)?d|credentials?|(api|access|private|secret)[._-]?key|"
+                         r"(auth|access|api|bearer)[._-]?token)([._-]|$)", re.I)
+REDACTED = "***"
+
+
+def redact_uri(value: str) -> str:
+    """``scheme://user:password@host/...`` with the password replaced (a tracking URI, a database URL)."""
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", f":{REDACTED}@", 1)).geturl()
+
+
+def config_params(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config as MLflow params: flattened, credentials redacted. Credentials belong in the
+    environment (AWS_*, MLFLOW_TRACKING_PASSWORD, ...) or a Prefect Secret block, not in the
+    config; one that got there anyway is not copied into the tracking store."""
+    def shown(value: Any) -> Any:
+        if isinstance(value, list):
+            return [shown(v) for v in value]
+        return redact_uri(value) if isinstance(value, str) and "://" in value else value
+
+    return {name: REDACTED if SECRET_NAME.search(name) else shown(value) for name, value in flatten(tree).items()}
+
+
 def numeric_metrics(stats: dict[str, Any], tables: tuple[str, ...] = ()) -> dict[str, float]:
     """Every number in ``stats``; a table's rows are named by their text cells
     (``funnel.gopher_quality.docs_out``, ``funnel_by_language.de.language.docs_in``)."""
@@ -93,7 +122,7 @@ def pipeline_run(config: PipelineConfig, run_name: str, tags: dict[str, str] | N
     """The parent run of one pipeline run; yields its id. A failure marks it FAILED."""
     configure(config.project)
     with mlflow.start_run(run_name=run_name, tags={"llmpipe.kind": "pipeline", **(tags or {})}) as run:
-        mlflow.log_params(flatten(config.model_dump(mode="json")))
+        mlflow.log_params(config_params(config.model_dump(mode="json")))
         yield run.info.run_id
 
 
@@ -147,7 +176,7 @@ def log_stage(parent_run_id: str, stage: Stage, output: StageOutput, stage_confi
     opened = mlflow.start_run(run_id=run_id, nested=True, tags=tags) if run_id else \
         mlflow.start_run(run_name=output.stage, nested=True, tags=tags)
     with opened as run:
-        mlflow.log_params(flatten(stage_config.model_dump(mode="json")))
+        mlflow.log_params(config_params(stage_config.model_dump(mode="json")))
         mlflow.log_metrics(numeric_metrics({k: v for k, v in output.stats.items() if k != "code"}, stage.tables))
         history = output.file(stage.history_file) if stage.history_file else None
         if history is not None and history.is_file() and not (status == "ran" and output.stats.get("logged_live")):
