@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/tiny.yaml
 
-.PHONY: setup demo test test-fast bench clean check-java
+.PHONY: setup demo test test-fast bench clean check-java check-postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,14 @@ setup: $(STAMP)
 check-java:
 	@command -v java >/dev/null || { echo "Spark needs Java 17+ on PATH (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 
+# The scale-out test starts a throwaway Postgres cluster: Debian's package, installed when missing (as root).
+check-postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || { echo "the scale-out test needs Postgres (apt-get install postgresql)"; exit 1; }
+
 demo: $(STAMP) check-java
 	$(BIN)/llmpipe demo --config $(CONFIG)
 
-test: $(STAMP) check-java
+test: $(STAMP) check-java check-postgres
 	$(BIN)/python -m pytest -ra --durations=30
 
 test-fast: $(STAMP) check-java

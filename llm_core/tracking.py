@@ -82,6 +82,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 SECRET_NAME = re.compile(r"(^|[._-])(secret|passw(or)?d|credentials?|(api|access|private|secret)[._-]?key|"
                          r"(auth|access|api|bearer)[._-]?token)([._-]|$)", re.I)
 REDACTED = "***"
+SYSTEM_METRICS_STAGES = ("train",)  # the stages whose MLflow run gets the machine's system/* metrics
+SYSTEM_METRICS_INTERVAL_S = 5.0
 
 
 def redact_uri(value: str) -> str:
@@ -141,6 +143,13 @@ def stage_run(parent_run_id: str, stage: str) -> Iterator[str]:
     saved = {name: os.environ.get(name) for name in (LIVE_RUN_ENV, "MLFLOW_TRACKING_URI")}
     os.environ[LIVE_RUN_ENV] = run.info.run_id
     os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    monitor = None
+    if stage in SYSTEM_METRICS_STAGES:  # CPU, memory, disk, network (and GPUs through NVML) of this machine
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run.info.run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
+                                       tracking_uri=mlflow.get_tracking_uri())
+        monitor.start()
     try:
         yield run.info.run_id
     except BaseException:
@@ -151,6 +160,8 @@ def stage_run(parent_run_id: str, stage: str) -> Iterator[str]:
             log.warning("could not mark the MLflow run of %s as failed: %s", stage, exc)
         raise
     finally:
+        if monitor is not None:
+            monitor.finish()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -1,0 +1,116 @@
+"""Throwaway servers on 127.0.0.1 for the scale-out tests: a Postgres cluster (Debian's
+``postgresql`` package), an S3 server (moto's server mode) and an MLflow tracking server on both."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from conftest import free_port, skip_or_fail
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def wait_until(check, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{what} did not come up in {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    """A new cluster in a temporary folder, trust authentication on 127.0.0.1 only, database
+    ``mlflow``; yields its URL. Run as the ``postgres`` user when we are root (initdb refuses root)."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        skip_or_fail("Postgres is not installed (apt-get install postgresql)")
+    bin_dir = Path(bins[-1]).parent
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data = Path(tempfile.mkdtemp(prefix="llmpipe-pg-"))
+    if as_owner:
+        shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+    subprocess.run([*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    server = subprocess.Popen([*as_owner, str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1",
+                               "-p", str(port), "-k", str(data)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                                          capture_output=True).returncode == 0, "Postgres")
+        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"],
+                       check=True, capture_output=True)
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        stop(server)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 in server mode (a thread of this process); yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                        region_name="us-east-1")
+
+
+@contextmanager
+def mlflow_server(backend: str, artifacts: str, s3_endpoint: str) -> Iterator[str]:
+    """``mlflow server`` on the Postgres backend store, proxying artifacts to ``artifacts`` (an
+    s3:// URI on ``s3_endpoint``); yields its URL. Clients need no S3 credentials."""
+    port = free_port()
+    env = {**os.environ, **S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+                               "--artifacts-destination", artifacts, "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, "the MLflow server", timeout=120)
+        yield url
+    finally:
+        stop(server)
