@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/tiny.yaml
 
-.PHONY: setup demo test test-fast bench clean check-java check-postgres
+.PHONY: setup demo test test-fast bench clean check-java check-services
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +17,15 @@ setup: $(STAMP)
 check-java:
 	@command -v java >/dev/null || { echo "Spark needs Java 17+ on PATH (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 
-# The scale-out test starts a throwaway Postgres cluster: Debian's package, installed when missing (as root).
-check-postgres:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || { echo "the scale-out test needs Postgres (apt-get install postgresql)"; exit 1; }
+# The scale-out test starts a throwaway Postgres cluster and opens the UIs in headless Chromium:
+# Debian's packages, installed when missing (as root).
+check-services:
+	@{ ls /usr/lib/postgresql/*/bin/initdb && command -v chromium; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium >/dev/null; } || { echo "the scale-out test needs Postgres and Chromium (apt-get install postgresql chromium)"; exit 1; }
 
 demo: $(STAMP) check-java
 	$(BIN)/llmpipe demo --config $(CONFIG)
 
-test: $(STAMP) check-java check-postgres
+test: $(STAMP) check-java check-services
 	$(BIN)/python -m pytest -ra --durations=30
 
 test-fast: $(STAMP) check-java

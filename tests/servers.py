@@ -114,3 +114,41 @@ def mlflow_server(backend: str, artifacts: str, s3_endpoint: str) -> Iterator[st
         yield url
     finally:
         stop(server)
+
+
+@contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """``prefect server`` on 127.0.0.1 (SQLite under ``home``); yields its API URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    api = f"http://127.0.0.1:{port}/api"
+    # The UI's scripts call the API at PREFECT_UI_API_URL (default: port 4200).
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_API_URL=api)
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, cwd=home, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{api}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, "the Prefect server", timeout=120)
+        yield api
+    finally:
+        stop(server)
+
+
+def browse(url: str, screenshot: Path) -> str:
+    """Open ``url`` in headless Chromium (Debian's ``chromium``), let its scripts run, save a
+    screenshot and return the rendered page's DOM."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        skip_or_fail("Chromium is not installed (apt-get install chromium)")
+    common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+              "--window-size=1440,900", "--virtual-time-budget=20000"]
+    subprocess.run([*common, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
+    return subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120,
+                          check=True).stdout

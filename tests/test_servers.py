@@ -1,11 +1,14 @@
-"""The pipeline against servers instead of the embedded defaults, by configuration alone:
-an MLflow tracking server on a Postgres backend store with its artifacts in S3 (moto), all on
-127.0.0.1, found through ``MLFLOW_TRACKING_URI``."""
+"""The pipeline against servers instead of the embedded defaults, by configuration alone: a
+Prefect server, an MLflow tracking server on a Postgres backend store with its artifacts in S3
+(moto), all on 127.0.0.1, found through ``PREFECT_API_URL`` and ``MLFLOW_TRACKING_URI``; then
+both UIs opened in headless Chromium as a person would see them."""
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from servers import mlflow_server, postgres, s3_client, s3_server
+import re
+
+from servers import browse, mlflow_server, postgres, prefect_server, s3_client, s3_server
 from test_cli import TINY, llmpipe
 
 pytestmark = pytest.mark.slow
@@ -14,13 +17,15 @@ SMALL = ["--set", "crawl.max_pages=30", "--set", "train.max_steps=24", "--set", 
          "--set", "train.checkpoint.every_steps=0", "--set", "train.validation.every_steps=12"]
 
 
-def test_the_pipeline_logs_to_an_mlflow_server_on_postgres_and_s3(site, tmp_path):
-    with postgres() as database, s3_server() as s3:
+def test_the_pipeline_runs_against_prefect_and_mlflow_servers(site, tmp_path):
+    home = tmp_path / "prefect"
+    home.mkdir()
+    with postgres() as database, s3_server() as s3, prefect_server(home) as api:
         s3_client(s3).create_bucket(Bucket=BUCKET)
         with mlflow_server(database, f"s3://{BUCKET}/artifacts", s3) as uri:
             result = llmpipe("run", "--config", str(TINY), "--set", f"project.data_root={tmp_path / 'data'}",
-                             "--set", f"crawl.seeds=['{site.url}']", *SMALL, env={"MLFLOW_TRACKING_URI": uri},
-                             timeout=600)
+                             "--set", f"crawl.seeds=['{site.url}']", *SMALL,
+                             env={"MLFLOW_TRACKING_URI": uri, "PREFECT_API_URL": api}, timeout=600)
             assert result.returncode == 0, result.stderr[-3000:]
             client = MlflowClient(uri)
             (experiment,) = [e for e in client.search_experiments() if e.name == "llmpipe-tiny"]
@@ -35,4 +40,24 @@ def test_the_pipeline_logs_to_an_mlflow_server_on_postgres_and_s3(site, tmp_path
             assert version.tags["llmpipe.family"] == "gpt"
             stored = s3_client(s3).list_objects_v2(Bucket=BUCKET).get("Contents", [])
             assert any(o["Key"].endswith("model.pt") for o in stored), "the model's files are in S3"
+            check_the_uis(result.stdout, api, uri, experiment.experiment_id, tmp_path)
         assert not (tmp_path / "data" / "mlflow").exists(), "nothing of MLflow's under the data root"
+
+
+def check_the_uis(summary: str, api: str, mlflow_uri: str, experiment_id: str, out) -> None:
+    """The flow run with its task runs, the MLflow run with its child runs, the registered model:
+    each page, rendered by Chromium, names the run (screenshots in ``out``; the README's come from here)."""
+    flow_run_name, flow_run_id = re.search(r"Prefect flow run: (\S+) \((\S+)\)", summary).groups()
+    mlflow_run_id = re.search(r"MLflow run: (\w+)", summary).group(1)
+    ui = api.removesuffix("/api")
+    pages = {
+        "prefect_flow_run": (f"{ui}/runs/flow-run/{flow_run_id}", [flow_run_name, "train"]),
+        "mlflow_run": (f"{mlflow_uri}/#/experiments/{experiment_id}/runs/{mlflow_run_id}", [flow_run_name]),
+        "mlflow_runs": (f"{mlflow_uri}/#/experiments/{experiment_id}/runs", [flow_run_name]),
+        "mlflow_model": (f"{mlflow_uri}/#/models/llmpipe-tiny-gpt/versions/1", ["llmpipe-tiny-gpt", flow_run_name]),
+    }
+    for name, (url, expected) in pages.items():
+        dom = browse(url, out / f"{name}.png")
+        missing = [text for text in expected if text not in dom]
+        assert not missing, f"{name} ({url}) does not show {missing}"
+        assert (out / f"{name}.png").stat().st_size > 10_000, f"{name}: an empty screenshot"
