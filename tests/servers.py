@@ -31,6 +31,14 @@ def wait_until(check, what: str, timeout: float = 60) -> None:
     raise AssertionError(f"{what} did not come up in {timeout} s")
 
 
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 (a server's health endpoint)."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -102,15 +110,8 @@ def mlflow_server(backend: str, artifacts: str, s3_endpoint: str) -> Iterator[st
                                "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(up, "the MLflow server", timeout=120)
+        wait_until(lambda: answers(f"{url}/health"), "the MLflow server", timeout=120)
         yield url
     finally:
         stop(server)
@@ -127,15 +128,8 @@ def prefect_server(home: Path) -> Iterator[str]:
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                "--port", str(port)], env=env, cwd=home, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{api}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(up, "the Prefect server", timeout=120)
+        wait_until(lambda: answers(f"{api}/health"), "the Prefect server", timeout=120)
         yield api
     finally:
         stop(server)
