@@ -103,11 +103,11 @@ def test_ui_then_serve_runs_the_deployment(site, tmp_path, unused_port):
         serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--file", str(tmp_path / "prefect.yaml")],
                                  cwd=REPO, env=serve_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline, deployments = time.monotonic() + 90, []
-        while time.monotonic() < deadline and not deployments:
+        while time.monotonic() < deadline and len(deployments) < 3:  # pipeline, data, train
             deployments = httpx.post(f"http://127.0.0.1:{prefect_port}/api/deployments/filter", json={}).json()
             time.sleep(1)
-        (deployment,) = deployments
-        assert deployment["name"] == "pipeline"
+        assert sorted(d["name"] for d in deployments) == ["data", "pipeline", "train"]
+        (deployment,) = [d for d in deployments if d["name"] == "pipeline"]
         assert deployment["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
         assert deployment["parameters"]["config"]["crawl"]["seeds"] == ["http://127.0.0.1:8765/"]
 

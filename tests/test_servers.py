@@ -27,7 +27,7 @@ def test_the_pipeline_runs_against_prefect_and_mlflow_servers(site, tmp_path):
                              "--set", f"crawl.seeds=['{site.url}']", *SMALL,
                              env={"MLFLOW_TRACKING_URI": uri, "PREFECT_API_URL": api}, timeout=600)
             assert result.returncode == 0, result.stderr[-3000:]
-            client = MlflowClient(uri)
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the registry an earlier test set
             (experiment,) = [e for e in client.search_experiments() if e.name == "llmpipe-tiny"]
             runs = client.search_runs([experiment.experiment_id])
             stages = {r.data.tags.get("llmpipe.stage"): r for r in runs if r.data.tags.get("llmpipe.stage")}
