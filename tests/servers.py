@@ -39,6 +39,25 @@ def answers(url: str) -> bool:
         return False
 
 
+def api(method: str, url: str, body: dict | None = None, timeout: float = 60) -> dict | list:
+    """One call to a server's JSON API, retried while the server is busy (a 5xx, a timeout: an
+    SQLite-backed Prefect server on a loaded 2-core machine answers "database is locked"); any
+    other failure is raised with the server's answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = httpx.request(method, url, json=body, timeout=30)
+            if response.status_code < 500:
+                assert response.is_success, f"{method} {url}: {response.status_code} {response.text}"
+                return response.json()
+            failure = f"{response.status_code} {response.text}"
+        except httpx.TransportError as error:
+            failure = repr(error)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{method} {url} kept failing for {timeout} s: {failure}")
+        time.sleep(1)
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)

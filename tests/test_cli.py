@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from servers import api
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -104,7 +105,7 @@ def test_ui_then_serve_runs_the_deployment(site, tmp_path, unused_port):
                                  cwd=REPO, env=serve_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline, deployments = time.monotonic() + 90, []
         while time.monotonic() < deadline and len(deployments) < 3:  # pipeline, data, train
-            deployments = httpx.post(f"http://127.0.0.1:{prefect_port}/api/deployments/filter", json={}).json()
+            deployments = api("POST", f"http://127.0.0.1:{prefect_port}/api/deployments/filter", {})
             time.sleep(1)
         assert sorted(d["name"] for d in deployments) == ["data", "pipeline", "train"]
         (deployment,) = [d for d in deployments if d["name"] == "pipeline"]
@@ -115,12 +116,12 @@ def test_ui_then_serve_runs_the_deployment(site, tmp_path, unused_port):
         config = deployment["parameters"]["config"]
         params = {"config": {**config, "crawl": {**config["crawl"], "seeds": [site.url], "max_pages": 5}},
                   "stop_after": "crawl"}
-        run = httpx.post(f"http://127.0.0.1:{prefect_port}/api/deployments/{deployment['id']}/create_flow_run",
-                         json={"parameters": params}).json()
+        run = api("POST", f"http://127.0.0.1:{prefect_port}/api/deployments/{deployment['id']}/create_flow_run",
+                  {"parameters": params})
         deadline, state = time.monotonic() + 120, None
         while time.monotonic() < deadline and state not in ("COMPLETED", "FAILED", "CRASHED"):
             time.sleep(0.5)
-            state = httpx.get(f"http://127.0.0.1:{prefect_port}/api/flow_runs/{run['id']}").json()["state"]["type"]
+            state = api("GET", f"http://127.0.0.1:{prefect_port}/api/flow_runs/{run['id']}")["state"]["type"]
         assert state == "COMPLETED"
         assert len(list((tmp_path / "data" / "crawl").glob("*/_SUCCESS"))) == 1
         assert any((tmp_path / "data" / "prefect" / "storage").iterdir()), "served runs keep results under the data root"

@@ -100,7 +100,7 @@ def test_missing_special_tokens_are_named(tokenizers):
 
 @pytest.mark.parametrize("family,tokenizer", [("gpt", "byte_bpe"), ("bert", "wordpiece"), ("t5", "unigram")])
 def test_a_short_training_run_lowers_the_loss(tokenizers, family, tokenizer):
-    """60 AdamW steps of a small model on its objective's batches of real text."""
+    """200 AdamW steps of a small model on its objective's batches of real text."""
     from llm_core.models import TransformerConfig, build_model
 
     shards = tokenizers[tokenizer]
@@ -111,10 +111,10 @@ def test_a_short_training_run_lowers_the_loss(tokenizers, family, tokenizer):
     objective = objective_for(family, 64, shards)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
-    held_out = objective.batch(TokenShards(shards, "val"), np.random.default_rng(1), 16)
+    held_out = objective.batch(TokenShards(shards, "val"), np.random.default_rng(1), 64)
     with torch.no_grad():
         before = model(**held_out)[1].item()
-    for _ in range(60):
+    for _ in range(200):
         loss = model(**objective.batch(data, rng, 16))[1]
         optimizer.zero_grad()
         loss.backward()

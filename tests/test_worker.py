@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from servers import api
 from test_cli import status, stop, wait_http
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ def prefect(*args, env, timeout=180):
 
 
 def test_a_worker_run_of_the_deployment_matches_the_cli(site, tmp_path, unused_port, monkeypatch, capsys):
-    api = f"http://127.0.0.1:{unused_port}/api"
+    url = f"http://127.0.0.1:{unused_port}/api"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LLMPIPE_"))}
     server_env = {**clean, "PREFECT_HOME": str(tmp_path / "server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
@@ -33,8 +33,8 @@ def test_a_worker_run_of_the_deployment_matches_the_cli(site, tmp_path, unused_p
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     worker = None
     try:
-        wait_http(f"{api}/health")
-        client_env = {**server_env, "PREFECT_API_URL": api}
+        wait_http(f"{url}/health")
+        client_env = {**server_env, "PREFECT_API_URL": url}
         prefect("work-pool", "create", POOL, "--type", "process", env=client_env)
         prefect("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "pipeline",
                 env=client_env)
@@ -44,20 +44,20 @@ def test_a_worker_run_of_the_deployment_matches_the_cli(site, tmp_path, unused_p
         home, base = tmp_path / "home", tmp_path / "base"
         home.mkdir()
         base.mkdir()
-        worker_env = {**clean, "HOME": str(home), "PREFECT_API_URL": api, "LLMPIPE_BASE_DIR": str(base)}
+        worker_env = {**clean, "HOME": str(home), "PREFECT_API_URL": url, "LLMPIPE_BASE_DIR": str(base)}
         worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL],
                                   cwd=tmp_path, env=worker_env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
 
-        (deployment,) = httpx.post(f"{api}/deployments/filter", json={}).json()
+        (deployment,) = api("POST", f"{url}/deployments/filter", {})
         config = deployment["parameters"]["config"]
         config["crawl"] = {**config["crawl"], "seeds": [site.url], "max_pages": 5}
-        run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run",
-                         json={"parameters": {"config": config, "stop_after": "crawl"}}).json()
+        run = api("POST", f"{url}/deployments/{deployment['id']}/create_flow_run",
+                  {"parameters": {"config": config, "stop_after": "crawl"}})
         deadline, state = time.monotonic() + 240, None
         while time.monotonic() < deadline and state not in ("COMPLETED", "FAILED", "CRASHED"):
             time.sleep(0.5)
-            state = httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"]["type"]
+            state = api("GET", f"{url}/flow_runs/{run['id']}")["state"]["type"]
         assert state == "COMPLETED"
 
         # Same output key as the CLI computes for the same config and base directory (`llmpipe status`,
@@ -75,7 +75,7 @@ def test_a_worker_run_of_the_deployment_matches_the_cli(site, tmp_path, unused_p
         assert any((base / "data" / "prefect" / "storage").iterdir()), "task results under the data root"
         assert list((base / "data" / "runs").glob("*.json")), "the run is recorded for gc"
         assert [p for p in home.rglob("*") if p.is_file()] == [], "the worker's run writes nothing under the home directory"
-        logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run["id"]]}}}).json()
+        logs = api("POST", f"{url}/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}})
         assert any("crawl: building" in log["message"] for log in logs), "llm_core's logs reach the flow run"
     finally:
         for proc in (worker, server):
