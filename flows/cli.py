@@ -86,8 +86,11 @@ def parse_duration(text: str) -> float:
 def gc(config: PipelineConfig, keep_runs: int, older_than: str, tmp_older_than: str, apply: bool) -> None:
     from llm_core.gc import apply_gc, plan_gc
 
-    data_root = config.for_run().project.data_root
-    plan = plan_gc(data_root, STAGES, keep_runs=keep_runs, min_age_s=parse_duration(older_than),
+    project = config.for_run().project
+    if project.store_url:
+        print(f"note: the outputs are in {project.store_url}: gc cleans this machine's copies under "
+              f"{project.local_dir}; the store's are kept (expire them with its lifecycle rules)")
+    plan = plan_gc(project.local_dir, STAGES, keep_runs=keep_runs, min_age_s=parse_duration(older_than),
                    tmp_min_age_s=parse_duration(tmp_older_than))
     if plan.note:
         print(f"note: {plan.note}")

@@ -20,7 +20,7 @@ from llm_core.config import PipelineConfig, resolve_data_root
 
 def setup_environment(config: PipelineConfig) -> None:
     """Keep Prefect's state under the data root unless the user chose a place."""
-    data_root = resolve_data_root(config.project.data_root)
+    data_root = resolve_data_root(config.project.local_dir)
     (data_root / "prefect").mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(data_root / "prefect"))
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(data_root / "prefect" / "storage"))

@@ -26,7 +26,7 @@ from llm_core.evaluate import REPORT_MD
 from llm_core.evaluate.report import LOSS_CURVES_PNG, render_html
 from llm_core.preflight import check_services
 from llm_core.stages import get_stage, plan
-from llm_core.storage import StageOutput
+from llm_core.storage import StageOutput, output_dir
 from llm_core.tokenizer import TOKENIZER_FILE
 from llm_core.train import MODEL_FILE
 from tasks import STAGE_TASKS
@@ -66,8 +66,10 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
         raise PipelineError(f"start_at {start_at} comes after stop_after {stop_after}")
     planned_outputs = plan(config)
     require_built(planned_outputs, start_at)
-    planned = {p.stage: p.path for p in planned_outputs if p.stage in stages}
-    record = dict(data_root=config.project.data_root, run_id=str(flow_run.id), started_at=started,
+    # This machine's outputs the run uses (gc keeps them): on an object store, the local copies.
+    planned = {p.stage: output_dir(config.project.local_dir, p.stage, p.key) for p in planned_outputs
+               if p.stage in stages}
+    record = dict(data_root=config.project.local_dir, run_id=str(flow_run.id), started_at=started,
                   outputs=planned, name=flow_run.name)
     runs.record_run(**record, state="running")
     outputs: dict[str, StageOutput] = {}
@@ -85,7 +87,7 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
                 with tracking.stage_run(run_id, stage.name) as stage_run_id:  # open while the stage runs
                     output, status[stage.name] = run_stage_task(stage_task, config, inputs)
                     outputs[stage.name] = output
-                    logger.info("%s: %s %s", stage.name, status[stage.name], output.path)
+                    logger.info("%s: %s %s", stage.name, status[stage.name], output.location)
                     tracking.log_stage(run_id, stage, output, stage.config(config), status[stage.name],
                                        run_id=stage_run_id)
                 runs.record_run(**record, state="running", status=status)  # progress, and a heartbeat for gc
@@ -100,7 +102,7 @@ def pipeline(config: PipelineConfig = PipelineConfig(), stop_after: StageName = 
 
     summary["data_root"] = str(config.project.data_root)
     summary["stages"] = {
-        name: {"path": str(out.path), "status": status[name], "wall_s": out.stats.get("wall_s")}
+        name: {"path": out.location, "status": status[name], "wall_s": out.stats.get("wall_s")}
         for name, out in outputs.items()
     }
     return summary

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from llm_core.crawl.config import CrawlConfig
 from llm_core.dedup.config import DedupeConfig
@@ -44,7 +44,16 @@ class ProjectConfig(Section):
     # Every stage output, Prefect's results and the default MLflow store live under here.
     # A relative path is resolved against $LLMPIPE_BASE_DIR, else the directory the run
     # starts in (the CLI's, or a Prefect worker's flow-run directory), once, at the start of a run.
-    data_root: Path = Path("data")
+    # An object-store URL (``s3://bucket/prefix``) holds the stage outputs only
+    # (llm_core/objectstore.py); the rest lives under ``local_root``.
+    data_root: Path | str = Path("data")
+    # With an object-store data root: this machine's copies of the outputs it builds or reads,
+    # Prefect's results and the default MLflow store (resolved like data_root; on a Spark
+    # cluster of several machines, a filesystem they share). Unused with a local data root.
+    local_root: Path = Path("data")
+    # fsspec options of the object store, e.g. ``{endpoint_url: http://127.0.0.1:9000}`` for
+    # MinIO. Credentials come from the environment (AWS_ACCESS_KEY_ID...), never from here.
+    storage_options: dict[str, Any] = Field(default_factory=dict)
     # None: SQLite under data_root (or $MLFLOW_TRACKING_URI when set).
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "llmpipe"
@@ -53,6 +62,25 @@ class ProjectConfig(Section):
     # this evaluate metric, else the "challenger" alias (llm_core/registry.py).
     champion_metric: str = "bits_per_byte"
     champion_higher_is_better: bool = False
+
+    @field_validator("data_root", mode="before")
+    @classmethod
+    def _path_unless_url(cls, value: Any) -> Any:
+        """``s3://bucket/x`` stays a URL; anything else is a path (``Path`` would fold ``//``)."""
+        text = str(value)
+        if "://" in text and not text.startswith("file://"):
+            return text
+        return Path(text.removeprefix("file://"))
+
+    @property
+    def store_url(self) -> str | None:
+        """The object-store URL of the outputs, or None when data_root is a path."""
+        return self.data_root if isinstance(self.data_root, str) else None
+
+    @property
+    def local_dir(self) -> Path:
+        """Where this machine keeps outputs, Prefect's results and the default MLflow store."""
+        return self.local_root if isinstance(self.data_root, str) else Path(self.data_root)
 
 
 class TaskSettings(Section):
@@ -123,9 +151,10 @@ class PipelineConfig(Section):
         (see :func:`resolve_data_root`) and every ``refresh`` turned into a pinned ``snapshot``,
         so every task of the run, and ``llmpipe status`` before it, computes the same keys."""
         now = now or datetime.now(timezone.utc)
-        updates: dict[str, Any] = {
-            "project": self.project.model_copy(update={"data_root": resolve_data_root(self.project.data_root)})
-        }
+        project = self.project
+        updates: dict[str, Any] = {"project": project.model_copy(update={
+            "data_root": project.data_root if project.store_url else resolve_data_root(project.data_root),
+            "local_root": resolve_data_root(project.local_root)})}
         for name in STAGES:
             section = getattr(self, name)
             if isinstance(section, FreshSection):

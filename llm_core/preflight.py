@@ -22,11 +22,20 @@ TIMEOUT_S = 5.0
 
 
 def problems(config: PipelineConfig, prefect_api: str | None = None) -> list[str]:
-    """What does not answer: the MLflow tracking server (when the store is a server), the Spark
-    standalone master(s) (``spark://``), and the Prefect API when ``prefect_api`` is given."""
+    """What does not answer: the object store of an ``s3://`` data root, the MLflow tracking
+    server (when the store is a server), the Spark standalone master(s) (``spark://``), and the
+    Prefect API when ``prefect_api`` is given."""
+    from llm_core.stages import object_store
     from llm_core.tracking import tracking_uri
 
     found = []
+    store = object_store(config.project)
+    if store:
+        try:
+            store.check()
+        except Exception as exc:  # noqa: BLE001 (any failure of the store's client is the finding)
+            found.append(f"object store {store.url} (project.data_root) cannot be listed: {type(exc).__name__}: "
+                         f"{str(exc)[:200]}")
     uri = tracking_uri(config.project)
     if uri.startswith(("http://", "https://")):
         setting = "project.mlflow_tracking_uri" if config.project.mlflow_tracking_uri else "$MLFLOW_TRACKING_URI"

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llm_core import crawl, dedup, evaluate, filters, tokenizer, train
-from llm_core.config import STAGES, PipelineConfig
+from llm_core.config import STAGES, PipelineConfig, ProjectConfig
 from llm_core.errors import StageError
+from llm_core.objectstore import ObjectStore
 from llm_core.stage import Inputs, Stage
 from llm_core.storage import StageOutput, is_complete, materialize, output_dir
 
@@ -37,17 +38,36 @@ def run_stage(name: str, config: PipelineConfig, inputs: Inputs) -> StageOutput:
     missing = [i for i in stage.inputs if i not in inputs]
     if missing:
         raise StageError(name, f"missing input(s) {missing}: run those stages first")
-    return materialize(
-        Path(config.project.data_root), name, stage.config(config), [inputs[i] for i in stage.inputs],
-        stage.code(config), lambda out: stage.build(config, inputs, out),
-    )
+    args = (name, stage.config(config), [inputs[i] for i in stage.inputs], stage.code(config),
+            lambda out: stage.build(config, inputs, out))
+    store = object_store(config.project)
+    if store:
+        return store.materialize(config.project.local_dir, *args)
+    return materialize(Path(config.project.data_root), *args)
+
+
+def object_store(project: ProjectConfig) -> ObjectStore | None:
+    """The object store holding the outputs, or None when the data root is a path."""
+    return ObjectStore(project.store_url, project.storage_options) if project.store_url else None
+
+
+def output_exists(project: ProjectConfig, stage: str, key: str) -> bool:
+    """Whether the output is complete where it lives (its marker, on an object store)."""
+    store = object_store(project)
+    return store.is_complete(stage, key) if store else is_complete(output_dir(Path(project.data_root), stage, key))
+
+
+def output_location(project: ProjectConfig, stage: str, key: str) -> str:
+    """Where a stage's output lives: its object-store URL, or its path under the data root."""
+    store = object_store(project)
+    return store.address(stage, key) if store else str(output_dir(Path(project.data_root), stage, key))
 
 
 @dataclass(frozen=True)
 class PlannedOutput:
     stage: str
     key: str
-    path: Path
+    path: str  # output_location: a path, or a URL on an object store
     complete: bool
     code: str  # the stage's source digest (llm_core.fingerprint)
 
@@ -57,8 +77,7 @@ def plan(config: PipelineConfig) -> list[PlannedOutput]:
     keys: dict[str, str] = {}
     planned = []
     for stage in STAGE_LIST:
-        keys[stage.name] = stage.key(config, keys)
-        path = output_dir(config.project.data_root, stage.name, keys[stage.name])
-        planned.append(PlannedOutput(stage.name, keys[stage.name], path, is_complete(path),
-                                     stage.fingerprint()["source"]))
+        key = keys[stage.name] = stage.key(config, keys)
+        planned.append(PlannedOutput(stage.name, key, output_location(config.project, stage.name, key),
+                                     output_exists(config.project, stage.name, key), stage.fingerprint()["source"]))
     return planned

@@ -46,6 +46,13 @@ class StageOutput(BaseModel):
     stats: dict[str, Any]
     # True when the output already existed and this call did no work.
     reused: bool = False
+    # Its address on an object store (llm_core.objectstore); ``path`` is then the local copy.
+    url: str | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the output lives for a user: its object-store URL, else its path."""
+        return self.url or str(self.path)
 
     def file(self, *parts: str) -> Path:
         return self.path.joinpath(*parts)

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 from contextlib import contextmanager, nullcontext, suppress
-from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Any, Iterator
 
@@ -38,7 +37,7 @@ def tracking_uri(project: ProjectConfig) -> str:
         return project.mlflow_tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    db = (Path(project.data_root) / "mlflow" / "mlflow.db").resolve()
+    db = (project.local_dir / "mlflow" / "mlflow.db").resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{db}"
 
@@ -59,7 +58,7 @@ def configure(project: ProjectConfig) -> str:
         if client.get_experiment_by_name(project.mlflow_experiment) is None:
             artifacts = None
             if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
-                artifacts = (Path(project.data_root) / "mlflow" / "artifacts").resolve().as_uri()
+                artifacts = (project.local_dir / "mlflow" / "artifacts").resolve().as_uri()
             with suppress(MlflowException):  # created meanwhile by a concurrent run
                 client.create_experiment(project.mlflow_experiment, artifact_location=artifacts)
     mlflow.set_experiment(project.mlflow_experiment)

@@ -24,8 +24,8 @@ from prefect.tasks import exponential_backoff
 from llm_core.config import PipelineConfig, TaskSettings
 from llm_core.errors import is_transient
 from llm_core.locks import wait_while_building
-from llm_core.stages import get_stage, run_stage
-from llm_core.storage import StageOutput, is_complete, output_dir
+from llm_core.stages import get_stage, output_exists, output_location, run_stage
+from llm_core.storage import StageOutput, output_dir
 
 StageInputs = dict[str, StageOutput]
 RESULTS_DIR = Path("prefect") / "storage"  # under the data root
@@ -39,12 +39,18 @@ class StageOutputPolicy(CachePolicy):
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> str:
-        return hashlib.sha256(str(expected_output(self.stage, inputs["config"], inputs["inputs"])).encode()).hexdigest()
+        config = inputs["config"]
+        location = output_location(config.project, self.stage, expected_key(self.stage, config, inputs["inputs"]))
+        return hashlib.sha256(location.encode()).hexdigest()
+
+
+def expected_key(stage: str, config: PipelineConfig, inputs: StageInputs) -> str:
+    return get_stage(stage).key(config, {name: out.key for name, out in inputs.items()})
 
 
 def expected_output(stage: str, config: PipelineConfig, inputs: StageInputs) -> Path:
-    key = get_stage(stage).key(config, {name: out.key for name, out in inputs.items()})
-    return output_dir(Path(config.project.data_root).resolve(), stage, key)
+    """This machine's folder for the output (on an object store, its local copy): where its lock is."""
+    return output_dir(config.project.local_dir.resolve(), stage, expected_key(stage, config, inputs))
 
 
 def worth_retrying(task: Task, task_run: Any, state: Any) -> bool:
@@ -64,7 +70,7 @@ def results_storage(config: PipelineConfig) -> Path:
 
     A path, not a ``LocalFileSystem`` block: Prefect accepts an unsaved path, and a block
     would have to be saved on the server first."""
-    path = Path(config.project.data_root) / RESULTS_DIR
+    path = config.project.local_dir / RESULTS_DIR
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -109,10 +115,9 @@ def run_stage_task(stage_task_: Task, config: PipelineConfig, inputs: StageInput
     ``cached``: Prefect served the task from its cache; ``reused``: the task ran but found
     the output already built (Prefect's cache had been wiped, or another run built it
     meanwhile); ``ran``: the stage did its work."""
-    settings: TaskSettings = getattr(config.tasks, stage_task_.name)
-    expected = expected_output(stage_task_.name, config, inputs)
-    wait_while_building(expected)  # another run's build: waited for here, outside this task's timeout
-    fresh = not is_complete(expected)
+    stage, settings = stage_task_.name, getattr(config.tasks, stage_task_.name)
+    wait_while_building(expected_output(stage, config, inputs))  # another run's build, outside the task's timeout
+    fresh = not output_exists(config.project, stage, expected_key(stage, config, inputs))
     runnable = configured(stage_task_, settings, results_storage(config)).with_options(refresh_cache=fresh)
     state = runnable(config, inputs, return_state=True)
     output = state.result()  # raises the stage's error if it failed
@@ -124,4 +129,4 @@ def run_stage_task(stage_task_: Task, config: PipelineConfig, inputs: StageInput
 def stats_markdown(output: StageOutput) -> str:
     tables = get_stage(output.stage).tables
     rows = [f"| {k} | {v} |" for k, v in sorted(output.stats.items()) if k != "code" and k not in tables]
-    return "\n".join([f"# {output.stage}", "", f"Output: `{output.path}`", "", "| stat | value |", "|---|---|", *rows])
+    return "\n".join([f"# {output.stage}", "", f"Output: `{output.location}`", "", "| stat | value |", "|---|---|", *rows])

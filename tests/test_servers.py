@@ -1,18 +1,20 @@
 """The pipeline against servers instead of the embedded defaults, by configuration alone: a
 Prefect server, an MLflow tracking server on a Postgres backend store with its artifacts in S3
-(moto), all on 127.0.0.1, found through ``PREFECT_API_URL`` and ``MLFLOW_TRACKING_URI``; then
-both UIs opened in headless Chromium as a person would see them."""
+(moto), all on 127.0.0.1, found through ``PREFECT_API_URL`` and ``MLFLOW_TRACKING_URI``, and the
+stage outputs in S3 (``project.data_root: s3://...``); then both UIs opened in headless
+Chromium as a person would see them."""
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 import re
 
-from servers import browse, mlflow_server, postgres, prefect_server, s3_client, s3_server
+from servers import S3_CREDENTIALS, browse, mlflow_server, postgres, prefect_server, s3_client, s3_server
 from test_cli import TINY, llmpipe
 
 pytestmark = pytest.mark.slow
 BUCKET = "llmpipe-mlflow"
+DATA_BUCKET = "llmpipe-data"
 SMALL = ["--set", "crawl.max_pages=30", "--set", "train.max_steps=24", "--set", "train.warmup_steps=2",
          "--set", "train.checkpoint.every_steps=0", "--set", "train.validation.every_steps=12"]
 
@@ -22,11 +24,15 @@ def test_the_pipeline_runs_against_prefect_and_mlflow_servers(site, tmp_path):
     home.mkdir()
     with postgres() as database, s3_server() as s3, prefect_server(home) as api:
         s3_client(s3).create_bucket(Bucket=BUCKET)
+        s3_client(s3).create_bucket(Bucket=DATA_BUCKET)
+        in_s3 = ["--set", f"project.data_root=s3://{DATA_BUCKET}/tiny", "--set",
+                 f"project.storage_options={{endpoint_url: '{s3}'}}", "--set", f"crawl.seeds=['{site.url}']", *SMALL]
         with mlflow_server(database, f"s3://{BUCKET}/artifacts", s3) as uri:
-            result = llmpipe("run", "--config", str(TINY), "--set", f"project.data_root={tmp_path / 'data'}",
-                             "--set", f"crawl.seeds=['{site.url}']", *SMALL,
-                             env={"MLFLOW_TRACKING_URI": uri, "PREFECT_API_URL": api}, timeout=600)
+            result = llmpipe("run", "--config", str(TINY), "--set", f"project.local_root={tmp_path / 'data'}",
+                             *in_s3, env={"MLFLOW_TRACKING_URI": uri, "PREFECT_API_URL": api, **S3_CREDENTIALS},
+                             timeout=600)
             assert result.returncode == 0, result.stderr[-3000:]
+            check_the_outputs_are_in_s3(s3, in_s3, tmp_path)
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the registry an earlier test set
             (experiment,) = [e for e in client.search_experiments() if e.name == "llmpipe-tiny"]
             runs = client.search_runs([experiment.experiment_id])
@@ -41,7 +47,22 @@ def test_the_pipeline_runs_against_prefect_and_mlflow_servers(site, tmp_path):
             stored = s3_client(s3).list_objects_v2(Bucket=BUCKET).get("Contents", [])
             assert any(o["Key"].endswith("model.pt") for o in stored), "the model's files are in S3"
             check_the_uis(result.stdout, api, uri, experiment.experiment_id, tmp_path)
-        assert not (tmp_path / "data" / "mlflow").exists(), "nothing of MLflow's under the data root"
+        assert not (tmp_path / "data" / "mlflow").exists(), "nothing of MLflow's under the local root"
+
+
+def check_the_outputs_are_in_s3(s3: str, in_s3: list[str], tmp_path) -> None:
+    """Every stage's output is at its S3 address with its marker; another machine (an empty local
+    root) sees them all as built."""
+    keys = [o["Key"] for o in s3_client(s3).list_objects_v2(Bucket=DATA_BUCKET, Prefix="tiny/").get("Contents", [])]
+    marked = {key.split("/")[1] for key in keys if key.endswith("/_SUCCESS")}
+    assert marked == {"crawl", "dedupe", "filter", "tokenizer", "train", "evaluate"}, marked
+    assert not [key for key in keys if "/.tmp-" in key], "no temporary prefix is left"
+    status = llmpipe("status", "--config", str(TINY), "--set", f"project.local_root={tmp_path / 'elsewhere'}",
+                     *in_s3, env=S3_CREDENTIALS)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.strip().splitlines()
+    assert len(lines) == 6 and all(line.split()[1] == "done" for line in lines), status.stdout
+    assert all(f"s3://{DATA_BUCKET}/tiny/" in line for line in lines), status.stdout
 
 
 def check_the_uis(summary: str, api: str, mlflow_uri: str, experiment_id: str, out) -> None:
