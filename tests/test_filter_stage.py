@@ -1,6 +1,8 @@
 """The whole filter stage, every rule, on a mixed-language corpus of real documents."""
 
 import json
+import os
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -42,20 +44,33 @@ def corpus(shared_data):
     return docs
 
 
-def test_every_rule_on_a_mixed_language_corpus(corpus, shared_data, spark_config, tmp_path):
+class EveryRuleRun:
+    """The corpus through every rule on local[2]: its settings, input and output folders, statistics."""
+
+    def __init__(self, config, docs, out, stats):
+        self.config, self.docs, self.out, self.stats = config, docs, out, stats
+
+
+@pytest.fixture(scope="module")
+def every_rule_run(corpus, shared_data, spark_config, tmp_path_factory):
+    root = tmp_path_factory.mktemp("every-rule")
     rows = [{"id": key, "url": f"http://example.org/{key}", "source": "test", "text": text}
             for key, text in corpus.items()]
-    write_documents(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), tmp_path / "in")
+    write_documents(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), root / "in")
     config = FilterConfig(
         rules=[*FilterConfig().rules[:-1], "quality_classifier", "pii"],
         language={"languages": ["en", "de", "fr", "zh", "ru", "ja"]},
         quality_classifier={"reference": [shared_data / "text_wikitext2_raw_test" / "wikitext-test.txt"],
                             "mode": "threshold", "threshold": 0.0, "num_features": 1 << 14, "max_iter": 10},
     )
-    stats = filter_documents(config, spark_config, tmp_path / "in", tmp_path / "out")
+    stats = filter_documents(config, spark_config, root / "in", root / "out")
+    return EveryRuleRun(config, root / "in", root / "out", stats)
 
-    kept = {r["id"]: r for r in read_documents(tmp_path / "out" / DOCS_DIR).to_pylist()}
-    rejected = {r["id"]: r for r in read_documents(tmp_path / "out" / REJECTED_DIR).to_pylist()}
+
+def test_every_rule_on_a_mixed_language_corpus(every_rule_run, corpus):
+    config, stats, out = every_rule_run.config, every_rule_run.stats, every_rule_run.out
+    kept = {r["id"]: r for r in read_documents(out / DOCS_DIR).to_pylist()}
+    rejected = {r["id"]: r for r in read_documents(out / REJECTED_DIR).to_pylist()}
     assert set(kept) | set(rejected) == set(corpus) and not set(kept) & set(rejected)
     assert all(r["reason"] != RULE_ERROR for r in rejected.values())
     for lang in ("en", "de", "fr", "zh", "ru", "ja"):
@@ -71,7 +86,7 @@ def test_every_rule_on_a_mixed_language_corpus(corpus, shared_data, spark_config
     assert all(0 <= r["quality_score"] <= 1 for r in kept.values())
 
     fit = stats["fit"]["quality_classifier"]
-    assert fit["test_auc"] > 0.8 and (tmp_path / "out" / MODELS_DIR / "quality_classifier" / "model").is_dir()
+    assert fit["test_auc"] > 0.8 and (out / MODELS_DIR / "quality_classifier" / "model").is_dir()
     steps = {row["rule"]: row for row in stats["funnel"]}
     assert list(steps) == config.rules
     assert steps["normalise"]["docs_in"] == len(corpus) and steps["pii"]["docs_out"] == len(kept)
@@ -79,3 +94,71 @@ def test_every_rule_on_a_mixed_language_corpus(corpus, shared_data, spark_config
     languages = {row["language"] for row in stats["funnel_by_language"]}
     assert {"en", "zh", "ja", "unknown"} <= languages
     assert sum(stats["dropped"].values()) == len(rejected) and stats["languages_kept"]["en"] >= 6
+
+
+STANDALONE_RUN = """
+import hashlib, json, os, sys
+from pathlib import Path
+from pyspark import SparkFiles
+from llm_core.filters import filter_documents
+from llm_core.filters.config import FilterConfig
+from llm_core.spark import SparkConfig, get_spark
+master, config, docs, out = sys.argv[1:]
+spark = SparkConfig(master=master, conf={"spark.ui.enabled": "false", "spark.driver.host": "127.0.0.1",
+                                         "spark.executor.memory": "1g", "spark.sql.shuffle.partitions": "2",
+                                         "spark.sql.adaptive.enabled": "false"})
+stats = filter_documents(FilterConfig.model_validate_json(config), spark, Path(docs), Path(out))
+
+def loaded_model(_):
+    from llm_core.filters.langid import loaded_model_path
+    path = loaded_model_path()
+    yield str(path), os.path.abspath(SparkFiles.getRootDirectory()), hashlib.sha256(path.read_bytes()).hexdigest()
+
+executor = get_spark(spark).sparkContext.parallelize([0], 1).mapPartitions(loaded_model).collect()[0]
+Path(out).with_suffix(".json").write_text(json.dumps({"stats": stats, "executor_model": executor,
+                                                      "driver_files": SparkFiles.getRootDirectory()}))
+"""
+
+
+@pytest.mark.slow
+def test_standalone_cluster_gives_the_local_result(every_rule_run, tmp_path, spark_standalone):
+    """Every rule on a real standalone master + worker (127.0.0.1) gives the local[2] result:
+    the same rows kept and rejected, every column equal (rewritten text, language and quality
+    scores, reasons), and the same statistics. The quality classifier trains on the cluster;
+    the executors load the language-ID model from the copy Spark shipped into their own
+    folder (the driver's file), not from an installed package."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from llm_core.filters.langid import model_path
+
+    config = every_rule_run.config  # passed as JSON: the cluster run gets exactly these settings
+    assert FilterConfig.model_validate_json(config.model_dump_json()) == config
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
+    out = tmp_path / "cluster"
+    done = subprocess.run([sys.executable, "-c", STANDALONE_RUN, spark_standalone, config.model_dump_json(),
+                           str(every_rule_run.docs), str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+
+    def rows(folder):
+        return sorted(read_documents(folder).to_pylist(), key=lambda r: r["id"])
+
+    # Exactly equal, quality scores included: the classifier trains on ordered, limited samples
+    # (one partition here), so Spark's sums over them do not depend on which task ends first.
+    for folder in (DOCS_DIR, REJECTED_DIR):
+        local, cluster = rows(every_rule_run.out / folder), rows(out / folder)
+        assert [r["id"] for r in local] == [r["id"] for r in cluster], folder
+        assert local == cluster, folder
+
+    def deterministic(stats):
+        return {**stats, "fit": {rule: {k: v for k, v in fit.items() if k != "fit_seconds"}
+                                 for rule, fit in stats["fit"].items()}}
+
+    assert deterministic(report["stats"]) == deterministic(json.loads(json.dumps(every_rule_run.stats)))
+
+    path, files_dir, digest = report["executor_model"]
+    assert Path(path) == Path(files_dir) / model_path().name and Path(path) != model_path()
+    assert Path(files_dir) != Path(report["driver_files"]), "an executor's own folder, not the driver's"
+    assert digest == hashlib.sha256(model_path().read_bytes()).hexdigest()

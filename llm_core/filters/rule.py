@@ -11,7 +11,11 @@ A rule is a class with
 
 A rule whose work is cheaper per batch (one model call for many documents) overrides
 ``check_batch`` instead. Models and tables are loaded lazily through module-level caches, so
-each Python worker loads them once, not once per row or batch. A rule that learns from the
+each Python worker loads them once, not once per row or batch. A model file the rule reads
+(the fastText language-ID model) is listed by ``files``: the stage ships it with the Spark
+job (``SparkContext.addFile``), and the worker loads the copy :func:`shipped_file` finds, so
+executors on a cluster need no copy of their own and all read the file the stage's key
+hashed. A rule that learns from the
 corpus (the quality classifier) overrides ``fit``, which runs on the driver before the pass;
 files its config names (training references) are listed by ``RuleConfig.input_files`` so
 that their content enters the stage's key.
@@ -23,6 +27,7 @@ the ``filter:`` section and its signals as columns, with nothing else to change.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -102,5 +107,28 @@ class Rule:
     def check_batch(self, docs: list[Document]) -> list[Verdict]:
         return [self.check(doc) for doc in docs]
 
+    def files(self) -> list[Path]:
+        """Files the rule reads while it checks documents (a model): the stage ships them to
+        every executor with the job; the rule's loader finds them there with :func:`shipped_file`."""
+        return []
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+def shipped_file(name: str) -> Path | None:
+    """This process's copy of a file the stage shipped with its Spark job (a rule's ``files``),
+    or None: outside Spark, or when nothing of that name was shipped.
+
+    On an executor it is in the executor's own working folder, fetched from the driver by
+    Spark; on the driver, in the session's temporary folder. A process that never imported
+    pyspark has no Spark job, so it is not imported here only to find that out."""
+    if "pyspark" not in sys.modules:
+        return None
+    from pyspark import SparkFiles
+
+    try:
+        path = Path(SparkFiles.get(name))
+    except Exception:  # noqa: BLE001 (no SparkContext: SparkFiles asserts; a stopped one: Py4JError)
+        return None
+    return path if path.is_file() else None

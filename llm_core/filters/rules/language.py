@@ -3,20 +3,22 @@
 The label is lid.176's (ISO 639-1 where there is one: ``en``, ``de``, ``zh``; ``no`` for
 Norwegian Bokmål); ``unknown`` with score 0 for text with nothing the model knows (empty,
 emoji, digits, an unseen script). A long document is judged on a bounded sample (start,
-middle and end, ``max_chars`` in all; see :mod:`llm_core.filters.langid`). The model is loaded
-once per Python worker, on first use. There is no ``check_batch``: fasttext-predict's batch
-call does not return probabilities, and per document the model takes ~0.1 ms on a sentence,
-~1-3 ms on a full sample, so one call per document costs little.
+middle and end, ``max_chars`` in all; see :mod:`llm_core.filters.langid`). The model file is
+shipped with the Spark job (``files``) and loaded once per Python worker, on first use. There
+is no ``check_batch``: fasttext-predict's batch call does not return probabilities, and per
+document the model takes ~0.1 ms on a sentence, ~1-3 ms on a full sample, so one call per
+document costs little.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, ClassVar
 
 import pyarrow as pa
 from pydantic import Field
 
-from llm_core.filters.langid import MAX_CHARS, detect_language
+from llm_core.filters.langid import MAX_CHARS, detect_language, model_path
 from llm_core.filters.rule import Document, Rule, RuleConfig, Verdict
 
 
@@ -36,6 +38,9 @@ class LanguageId(Rule):
     name = "language"
     Config = LanguageConfig
     signals: ClassVar = {"lang": pa.string(), "lang_score": pa.float32()}
+
+    def files(self) -> list[Path]:
+        return [model_path()]
 
     def threshold(self, lang: str) -> float:
         return self.config.thresholds.get(lang, self.config.threshold)
