@@ -35,7 +35,7 @@ $(VENV)/.bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[test,bench]'
 	touch $@
 
-bench: $(VENV)/.bench check-java
+bench: $(VENV)/.bench check-java check-services
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/filters.py
 	$(BIN)/python benchmarks/dedup.py
@@ -44,6 +44,7 @@ bench: $(VENV)/.bench check-java
 	$(BIN)/python benchmarks/crawl.py
 	$(BIN)/python benchmarks/tokenizer.py
 	$(BIN)/python benchmarks/evaluate.py
+	$(BIN)/python benchmarks/scaleout.py
 
 clean:
 	rm -rf data benchmarks/out

@@ -219,54 +219,8 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def spark_standalone(tmp_path_factory):
     """A real Spark standalone cluster on 127.0.0.1: one master and one worker (2 cores,
-    2 GB), started with the ``spark-class`` launcher of the installed pyspark; yields the
-    master URL. The worker's executors run this interpreter's Python workers."""
-    import json
-    import signal
-    import subprocess
-    import sys
-    import urllib.request
+    2 GB; tests/servers.py); yields the master URL."""
+    from servers import spark_cluster
 
-    import pyspark
-
-    home = Path(pyspark.__file__).parent
-    logs = tmp_path_factory.mktemp("spark-standalone")
-    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
-           "SPARK_LOG_DIR": str(logs), "SPARK_WORKER_DIR": str(logs / "work")}
-    port, ui = free_port(), free_port()
-    url = f"spark://127.0.0.1:{port}"
-    commands = {
-        "master": ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-                   "--webui-port", str(ui)],
-        "worker": ["org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "2",
-                   "--memory", "2g", "--webui-port", str(free_port())],
-    }
-    processes = []
-    try:
-        for name, args in commands.items():
-            with (logs / f"{name}.log").open("wb") as log:
-                processes.append(subprocess.Popen([str(home / "bin" / "spark-class"), *args], env=env, stdout=log,
-                                                  stderr=subprocess.STDOUT, start_new_session=True))
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as response:
-                    if json.load(response).get("aliveworkers", 0) >= 1:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                tails = {p.name: p.read_text()[-2000:] for p in logs.glob("*.log")}
-                pytest.fail(f"Spark standalone cluster did not start: {tails}")
-            time.sleep(1)
+    with spark_cluster(tmp_path_factory.mktemp("spark-standalone")) as url:
         yield url
-    finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()

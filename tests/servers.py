@@ -165,3 +165,48 @@ def browse(url: str, screenshot: Path) -> str:
     subprocess.run([*common, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
     return subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120,
                           check=True).stdout
+
+
+@contextmanager
+def spark_cluster(logs: Path, cores: int = 2, memory: str = "2g") -> Iterator[str]:
+    """A Spark standalone master and one worker on 127.0.0.1, started with the ``spark-class``
+    launcher of the installed pyspark (logs under ``logs``); yields the master URL. The worker's
+    executors run this interpreter's Python workers."""
+    import json
+    import urllib.request
+
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
+           "SPARK_LOG_DIR": str(logs), "SPARK_WORKER_DIR": str(logs / "work")}
+    port, ui = free_port(), free_port()
+    url = f"spark://127.0.0.1:{port}"
+    commands = {
+        "master": ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+                   "--webui-port", str(ui)],
+        "worker": ["org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", str(cores),
+                   "--memory", memory, "--webui-port", str(free_port())],
+    }
+
+    def a_worker_is_alive() -> bool:
+        if any(p.poll() is not None for p in processes):
+            tails = {p.name: p.read_text()[-2000:] for p in logs.glob("*.log")}
+            raise AssertionError(f"the Spark standalone cluster did not start: {tails}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as response:
+                return json.load(response).get("aliveworkers", 0) >= 1
+        except OSError:
+            return False
+
+    processes: list[subprocess.Popen] = []
+    try:
+        for name, args in commands.items():
+            with (logs / f"{name}.log").open("wb") as log:
+                processes.append(subprocess.Popen([str(home / "bin" / "spark-class"), *args], env=env, stdout=log,
+                                                  stderr=subprocess.STDOUT, start_new_session=True))
+        wait_until(a_worker_is_alive, "the Spark standalone cluster", timeout=120)
+        yield url
+    finally:
+        for process in reversed(processes):
+            stop(process)
