@@ -72,7 +72,8 @@ class ObjectStore:
             return
         final = self._path(stage, key)
         staging = f"{self.root}/{stage}/{tmp_dir_name(key)}"
-        files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != SUCCESS_MARKER)
+        marker = local / SUCCESS_MARKER  # the output's own; Spark's inside its folders are data like any other
+        files = sorted(p for p in local.rglob("*") if p.is_file() and p != marker)
         try:
             for path in files:
                 self.fs.put_file(str(path), f"{staging}/{path.relative_to(local).as_posix()}")
@@ -84,7 +85,7 @@ class ObjectStore:
             for path in files:
                 name = path.relative_to(local).as_posix()
                 self.fs.copy(f"{staging}/{name}", f"{final}/{name}")
-            self.fs.pipe_file(f"{final}/{SUCCESS_MARKER}", (local / SUCCESS_MARKER).read_bytes())
+            self.fs.pipe_file(f"{final}/{SUCCESS_MARKER}", marker.read_bytes())
             log.info("%s: published %s", stage, self.address(stage, key))
         finally:
             if self.fs.exists(staging):

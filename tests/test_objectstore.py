@@ -44,6 +44,7 @@ def build_counting(calls: list):
         calls.append(out)
         (out / "docs").mkdir()
         (out / "docs" / "part-0.txt").write_text("hello")
+        (out / "docs" / SUCCESS_MARKER).write_text("")  # as Spark leaves in each folder it writes
         return {"docs_out": 1}
     return build
 
@@ -57,14 +58,14 @@ def test_an_output_is_published_marker_last_and_reused_from_the_store(store, end
     key = stage_key("crawl", CONFIG, [], "v1")
     assert built.url == f"{store.url}/crawl/{key}" and not built.reused and len(calls) == 1
     prefix = "test_an_output_is_published_marker_last_and_reused_from_the_store/crawl/"
-    assert objects(endpoint, prefix) == [f"{prefix}{key}/{name}" for name in ("_SUCCESS", "docs/part-0.txt",
-                                                                               "stats.json")]
+    assert objects(endpoint, prefix) == [f"{prefix}{key}/{name}" for name in (
+        "_SUCCESS", "docs/_SUCCESS", "docs/part-0.txt", "stats.json")]
     assert store.is_complete("crawl", key)
 
     # Another machine (an empty local root) reuses it: fetched, not built.
     again = store.materialize(tmp_path / "machine-b", "crawl", CONFIG, [], "v1", build_counting(calls))
     assert again.reused and len(calls) == 1 and again.url == built.url
-    assert (again.path / "docs" / "part-0.txt").read_text() == "hello"
+    assert (again.path / "docs" / "part-0.txt").read_text() == "hello" and (again.path / "docs" / "_SUCCESS").exists()
     assert again.path == (tmp_path / "machine-b" / "crawl" / key).resolve()
     assert json.loads((again.path / "stats.json").read_text())["docs_out"] == 1
 
