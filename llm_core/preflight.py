@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -54,8 +53,9 @@ def problems(config: PipelineConfig, prefect_api: str | None = None) -> list[str
 
 
 def unanswered(service: str, url: str, setting: str) -> list[str]:
-    parts = urlsplit(url)
-    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # no credentials in the message
+    from llm_core.tracking import redact_uri
+
+    shown = redact_uri(url)  # the password masked, as in the run summary
     try:
         response = httpx.get(url, timeout=TIMEOUT_S)
     except httpx.HTTPError as exc:

@@ -47,7 +47,7 @@ def test_every_service_down_is_named_with_its_setting(monkeypatch):
     with pytest.raises(PipelineError) as error:
         check_services(config, prefect_api=f"http://127.0.0.1:{down}/api")
     message = str(error.value)
-    assert f"MLflow tracking server at http://127.0.0.1:{down}/health (project.mlflow_tracking_uri)" in message
+    assert f"MLflow tracking server at http://user:***@127.0.0.1:{down}/health (project.mlflow_tracking_uri)" in message
     assert f"Spark master at spark://127.0.0.1:{down} (spark.master) is not reachable" in message
     assert "Prefect server" in message and "$PREFECT_API_URL" in message
     assert "s3cret" not in message, "credentials in a URI are not repeated"
