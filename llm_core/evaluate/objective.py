@@ -35,14 +35,16 @@ def score_objective(model, shards_dir: Path, config: EvaluateConfig) -> dict[str
     total_loss = target_loss = right = scored = nsp_right = examples = 0.0
     for _ in range(batches):
         batch = {k: t.to(device) for k, t in objective.batch(val, rng, config.batch_size).items()}
-        logits, loss = model(**batch)
+        if "nsp_labels" in batch:  # BERT's two heads, from one encoding
+            logits, loss, nsp_logits = model.heads(model.encode(batch["idx"], batch["segments"]), batch["targets"],
+                                                   batch["nsp_labels"])
+            nsp_right += (nsp_logits.argmax(-1) == batch["nsp_labels"]).sum().item()
+        else:
+            logits, loss = model(**batch)
         total_loss += loss.item()
         target_loss += cross_entropy(logits, batch["targets"]).item()
         r, s = accuracy(logits, batch["targets"])
         right, scored = right + r, scored + s
-        if "nsp_labels" in batch:
-            hidden = model.encode(batch["idx"], batch["segments"])
-            nsp_right += (model.next_sentence_logits(hidden).argmax(-1) == batch["nsp_labels"]).sum().item()
         examples += len(batch["idx"])
     metrics: dict[str, Any] = {"val_loss": round(total_loss / batches, 5)}
     if m.family == "bert":

@@ -59,14 +59,22 @@ class BERT(nn.Module):
                 nsp_labels: torch.Tensor | None = None):
         """Masked-LM logits (B, T, vocab) and, with targets, the loss: masked-LM cross-entropy
         plus the next-sentence cross-entropy when labels are given."""
-        h = self.encode(idx, segments)
-        logits = self.mlm.decoder(self.mlm.ln(F.gelu(self.mlm.dense(h))))
-        if targets is None:
-            return logits, None
-        loss = cross_entropy(logits, targets)
-        if nsp_labels is not None:
-            loss = loss + F.cross_entropy(self.next_sentence_logits(h).float(), nsp_labels)
+        logits, loss, _ = self.heads(self.encode(idx, segments), targets, nsp_labels)
         return logits, loss
+
+    def heads(self, hidden: torch.Tensor, targets: torch.Tensor | None = None,
+              nsp_labels: torch.Tensor | None = None):
+        """Both heads on the encoder's states: the masked-LM logits, the loss as ``forward``
+        computes it, and the next-sentence logits when labels are given (evaluation scores
+        both heads from one encoding)."""
+        logits = self.mlm.decoder(self.mlm.ln(F.gelu(self.mlm.dense(hidden))))
+        if targets is None:
+            return logits, None, None
+        loss, nsp_logits = cross_entropy(logits, targets), None
+        if nsp_labels is not None:
+            nsp_logits = self.next_sentence_logits(hidden)
+            loss = loss + F.cross_entropy(nsp_logits.float(), nsp_labels)
+        return logits, loss, nsp_logits
 
     def next_sentence_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """IsNext / NotNext logits from the encoder's ``[CLS]`` state (B, 2)."""
