@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from llm_core.models import TransformerConfig, build_model  # noqa: E402
+from llm_core.models.block import param_groups  # noqa: E402
 from llm_core.tokenizer.shards import TokenShards  # noqa: E402
 from llm_core.tokenizer.train import SHARDS_DIR  # noqa: E402
 from llm_core.train.objectives import accuracy, objective_for  # noqa: E402
@@ -78,7 +79,7 @@ def train_family(family: str, steps: int) -> dict:
     model = build_model(TransformerConfig(vocab_size=data.vocab_size, family=family, n_layer=layers, n_head=HEADS,
                                           n_embd=WIDTH, block_size=CONTEXT, position="rotary"))
     objective = objective_for(family, CONTEXT, shards)
-    optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=LR)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=LR)
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     for step in range(steps):

@@ -53,7 +53,7 @@ import torch  # noqa: E402
 from llm_core.evaluate import evaluate  # noqa: E402
 from llm_core.evaluate.config import EvaluateConfig  # noqa: E402
 from llm_core.models import GPT  # noqa: E402
-from llm_core.models.block import flops_per_token  # noqa: E402
+from llm_core.models.block import flops_per_token, param_groups  # noqa: E402
 from llm_core.tokenizer.shards import TokenShards  # noqa: E402
 from llm_core.tokenizer.train import SHARDS_DIR, TOKENIZER_FILE  # noqa: E402
 from llm_core.train import cost, train  # noqa: E402
@@ -145,7 +145,7 @@ def plain_torch(config: TrainConfig, shards: Path, device: str, steps: int | Non
     data = TokenShards(shards, "train")
     m = config.model
     model = GPT(m.transformer(data.vocab_size)).to(device)
-    optimizer = torch.optim.AdamW(model.param_groups(config.weight_decay), lr=config.lr,
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                                   betas=(config.beta1, config.beta2), fused=device.startswith("cuda"))
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
                               enabled=config.precision == "bf16")

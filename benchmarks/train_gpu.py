@@ -50,7 +50,7 @@ import torch  # noqa: E402
 
 from llm_core.errors import StageError  # noqa: E402
 from llm_core.models import GPT  # noqa: E402
-from llm_core.models.block import flops_per_token  # noqa: E402
+from llm_core.models.block import flops_per_token, param_groups  # noqa: E402
 from llm_core.tokenizer.shards import META_FILE, TokenShards  # noqa: E402
 from llm_core.tokenizer.train import SHARDS_DIR  # noqa: E402
 from llm_core.train import cost, train  # noqa: E402
@@ -118,7 +118,7 @@ def plain_torch(config: TrainConfig, shards: Path, compile_model: bool = False) 
     torch.manual_seed(config.seed)
     data, m, steps, untimed = TokenShards(shards, "train"), config.model, config.max_steps, config.log_every
     model = GPT(m.transformer(data.vocab_size)).cuda()
-    optimizer = torch.optim.AdamW(model.param_groups(config.weight_decay), lr=config.lr,
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                                   betas=(config.beta1, config.beta2), fused=True)
     forward = torch.compile(model) if compile_model else model
     rng, losses, started = np.random.default_rng(config.seed), [], time.perf_counter()

@@ -13,7 +13,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from llm_core.models.block import Block, count_params, cross_entropy, embed, flops_per_token, init_weights, keys_seen, \
-    param_groups, position_table
+    position_table
 from llm_core.models.config import TransformerConfig
 
 SEGMENTS = 2
@@ -81,6 +81,3 @@ class BERT(nn.Module):
         if not self.config.nsp:
             raise ValueError("this BERT has no next-sentence head (model.nsp: false)")
         return self.nsp.classifier(torch.tanh(self.nsp.pooler(hidden[:, 0])))
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        return param_groups(self, weight_decay)

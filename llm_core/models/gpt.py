@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from llm_core.models.block import Block, count_params, cross_entropy, embed, flops_per_token, init_weights, keys_seen, \
-    param_groups, position_table
+    position_table
 from llm_core.models.config import TransformerConfig
 
 
@@ -43,6 +43,3 @@ class GPT(nn.Module):
             x = block(x)
         logits = self.lm_head(t.ln_f(x))  # (B, T, vocab)
         return logits, None if targets is None else cross_entropy(logits, targets)
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        return param_groups(self, weight_decay)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from llm_core.models.block import Block, count_params, cross_entropy, embed, flops_per_token, init_weights, keys_seen, \
-    param_groups, position_table
+    position_table
 from llm_core.models.config import TransformerConfig
 
 
@@ -67,6 +67,3 @@ class T5(nn.Module):
         (the target shifted right behind a start token), and the loss with targets."""
         logits = self.decode(decoder_idx, self.encode(idx))
         return logits, None if targets is None else cross_entropy(logits, targets)
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        return param_groups(self, weight_decay)
