@@ -154,6 +154,16 @@ def source_digest(modules: Iterable[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def package_digest() -> str:
+    """Hash of every ``llm_core`` module's code (as :func:`source_digest` reads it): what a
+    Spark executor must share with the driver for a stage's key to describe its output."""
+    names = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        parts = path.relative_to(PACKAGE_DIR).with_suffix("").parts
+        names.append(".".join((PACKAGE, *parts[:-1])) if parts[-1] == "__init__" else ".".join((PACKAGE, *parts)))
+    return source_digest(names)
+
+
 def library_version(distribution: str) -> str:
     """Installed version without the local label (``2.13.0+cpu`` -> ``2.13.0``); ``absent`` if not installed."""
     try:

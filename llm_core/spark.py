@@ -10,6 +10,7 @@ from contextlib import suppress
 from pydantic import Field
 
 from llm_core.errors import StageError
+from llm_core.fingerprint import package_digest
 from llm_core.section import Section
 
 _DEFAULTS = {
@@ -52,7 +53,44 @@ def get_spark(config: SparkConfig):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    check_executor_code(spark)
     return spark
+
+
+_CHECKED_APPLICATIONS: set[str] = set()
+
+
+def check_executor_code(spark, expected: str | None = None) -> None:
+    """On a cluster, refuse executors whose ``llm_core`` is not the driver's (once per application).
+
+    A stage's key hashes the driver's code; an executor with another version installed (an
+    older worker image) would write that version's output under this key, silently. One
+    small job asks every executor slot for its code digest (``package_digest``); ``local``
+    masters run this very interpreter and are not asked."""
+    import socket
+
+    context = spark.sparkContext
+    if context.master.startswith("local") or context.applicationId in _CHECKED_APPLICATIONS:
+        return
+    expected = expected or package_digest()
+
+    def executor_code(_: int) -> tuple[str, str]:  # pickled by value: runs where llm_core may be absent
+        import socket
+
+        try:
+            from llm_core.fingerprint import package_digest
+        except ImportError as exc:
+            return socket.gethostname(), f"none ({exc})"
+        return socket.gethostname(), package_digest()
+
+    slots = max(context.defaultParallelism, 1)
+    found = set(context.parallelize(range(slots), slots).map(executor_code).collect())
+    wrong = sorted((host, digest) for host, digest in found if digest != expected)
+    if wrong:
+        shown = ", ".join(f"{host}: {digest}" for host, digest in wrong)
+        raise StageError("spark", f"the Spark executors run other llm_core code than this driver ({socket.gethostname()}: "
+                         f"{expected}); {shown}. Install the same llmpipe version on every Spark worker")
+    _CHECKED_APPLICATIONS.add(context.applicationId)
 
 
 def forget_dead_session() -> None:
