@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,8 +29,8 @@ from pydantic import BaseModel
 
 from llm_core.locks import output_lock
 from llm_core.storage import (
-    STATS_FILE, SUCCESS_MARKER, StageOutput, is_complete, load_output, materialize, output_dir, stage_key,
-    tmp_dir_name,
+    STATS_FILE, SUCCESS_MARKER, TMP_PREFIX, StageOutput, is_complete, load_output, materialize, output_dir,
+    process_alive, stage_key, tmp_dir_name, tmp_dir_owner,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class ObjectStore:
         if self.is_complete(stage, key):
             return
         final = self._path(stage, key)
+        self._remove_abandoned_staging(stage, key)
         staging = f"{self.root}/{stage}/{tmp_dir_name(key)}"
         marker = local / SUCCESS_MARKER  # the output's own; Spark's inside its folders are data like any other
         files = sorted(p for p in local.rglob("*") if p.is_file() and p != marker)
@@ -90,6 +92,18 @@ class ObjectStore:
         finally:
             if self.fs.exists(staging):
                 self.fs.rm(staging, recursive=True)
+
+    def _remove_abandoned_staging(self, stage: str, key: str) -> None:
+        """Delete the temporary prefixes of this output left by publishers of this host that
+        have died (as :func:`llm_core.storage.remove_abandoned_tmp_dirs` does locally); other
+        hosts' are left to the store's lifecycle rules."""
+        stage_dir = f"{self.root}/{stage}"
+        for path in self.fs.ls(stage_dir, detail=False) if self.fs.exists(stage_dir) else []:
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            owner = tmp_dir_owner(name) if name.startswith(f"{TMP_PREFIX}{key}-") else None
+            if owner and owner[1] == socket.gethostname() and owner[2] is not None and not process_alive(owner[2]):
+                log.info("removing %s, left by a publisher that died", f"{self.url}/{stage}/{name}")
+                self.fs.rm(path, recursive=True)
 
     def fetch(self, stage: str, key: str, local_root: Path) -> Path:
         """A local copy of a complete output (downloaded once, into place by rename, like a build)."""

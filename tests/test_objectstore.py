@@ -3,6 +3,8 @@ temporary prefix, trusted only once the marker written last is there), local cop
 store that does not answer named before anything runs."""
 
 import json
+import socket
+import subprocess
 
 import pytest
 
@@ -37,6 +39,13 @@ def store(endpoint, request):
 def objects(endpoint: str, prefix: str) -> list[str]:
     listed = s3_client(endpoint).list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
     return sorted(o["Key"] for o in listed)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def build_counting(calls: list):
@@ -79,6 +88,8 @@ def test_an_unmarked_address_is_never_trusted_and_is_replaced(store, endpoint, t
     client.put_object(Bucket=BUCKET, Key=f"{base}/{key}/stats.json", Body=b'{"docs_out": 99}')
     client.put_object(Bucket=BUCKET, Key=f"{base}/{key}/docs/stale.txt", Body=b"half")
     client.put_object(Bucket=BUCKET, Key=f"{base}/.tmp-{key}-otherhost-1-abcd/docs/part-0.txt", Body=b"x")
+    dead = dead_pid()
+    client.put_object(Bucket=BUCKET, Key=f"{base}/.tmp-{key}-{socket.gethostname()}-{dead}-abcd/docs/x", Body=b"x")
     assert not store.is_complete("crawl", key)
     calls = []
     output = store.materialize(tmp_path / "local", "crawl", CONFIG, [], "v1", build_counting(calls))
@@ -86,6 +97,8 @@ def test_an_unmarked_address_is_never_trusted_and_is_replaced(store, endpoint, t
     published = objects(endpoint, f"{base}/{key}/")
     assert f"{base}/{key}/docs/stale.txt" not in published, "the debris was removed before the copy"
     assert published[0].endswith(SUCCESS_MARKER)
+    left = {k.split("/")[2] for k in objects(endpoint, f"{base}/.tmp-")}
+    assert left == {f".tmp-{key}-otherhost-1-abcd"}, "this host's dead publisher's prefix is removed, others' kept"
 
 
 def test_a_local_build_whose_publish_died_is_published_by_the_next_run(store, tmp_path):
