@@ -49,8 +49,12 @@ def expected_key(stage: str, config: PipelineConfig, inputs: StageInputs) -> str
 
 
 def expected_output(stage: str, config: PipelineConfig, inputs: StageInputs) -> Path:
+    return local_output(config, stage, expected_key(stage, config, inputs))
+
+
+def local_output(config: PipelineConfig, stage: str, key: str) -> Path:
     """This machine's folder for the output (on an object store, its local copy): where its lock is."""
-    return output_dir(config.project.local_dir.resolve(), stage, expected_key(stage, config, inputs))
+    return output_dir(config.project.local_dir.resolve(), stage, key)
 
 
 def worth_retrying(task: Task, task_run: Any, state: Any) -> bool:
@@ -116,8 +120,9 @@ def run_stage_task(stage_task_: Task, config: PipelineConfig, inputs: StageInput
     the output already built (Prefect's cache had been wiped, or another run built it
     meanwhile); ``ran``: the stage did its work."""
     stage, settings = stage_task_.name, getattr(config.tasks, stage_task_.name)
-    wait_while_building(expected_output(stage, config, inputs))  # another run's build, outside the task's timeout
-    fresh = not output_exists(config.project, stage, expected_key(stage, config, inputs))
+    key = expected_key(stage, config, inputs)
+    wait_while_building(local_output(config, stage, key))  # another run's build, outside the task's timeout
+    fresh = not output_exists(config.project, stage, key)
     runnable = configured(stage_task_, settings, results_storage(config)).with_options(refresh_cache=fresh)
     state = runnable(config, inputs, return_state=True)
     output = state.result()  # raises the stage's error if it failed
