@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,8 +28,8 @@ from pydantic import BaseModel
 
 from llm_core.locks import output_lock
 from llm_core.storage import (
-    STATS_FILE, SUCCESS_MARKER, TMP_PREFIX, StageOutput, is_complete, load_output, materialize, output_dir,
-    process_alive, stage_key, tmp_dir_name, tmp_dir_owner,
+    STATS_FILE, SUCCESS_MARKER, StageOutput, abandoned_here, is_complete, load_output, materialize, output_dir,
+    stage_key, tmp_dir_name,
 )
 
 log = logging.getLogger(__name__)
@@ -100,8 +99,7 @@ class ObjectStore:
         stage_dir = f"{self.root}/{stage}"
         for path in self.fs.ls(stage_dir, detail=False) if self.fs.exists(stage_dir) else []:
             name = path.rstrip("/").rsplit("/", 1)[-1]
-            owner = tmp_dir_owner(name) if name.startswith(f"{TMP_PREFIX}{key}-") else None
-            if owner and owner[1] == socket.gethostname() and owner[2] is not None and not process_alive(owner[2]):
+            if abandoned_here(name, key):
                 log.info("removing %s, left by a publisher that died", f"{self.url}/{stage}/{name}")
                 self.fs.rm(path, recursive=True)
 

@@ -125,11 +125,17 @@ def work_dir(build_dir: Path) -> Path:
     return Path(build_dir).parent / f"{WORK_PREFIX}{owner[0]}"
 
 
+def abandoned_here(name: str, key: str) -> bool:
+    """Whether ``name`` is a :func:`tmp_dir_name` of output ``key`` made by a process of this
+    host that has died (another host's processes cannot be asked)."""
+    owner = tmp_dir_owner(name) if name.startswith(f"{TMP_PREFIX}{key}-") else None
+    return bool(owner) and owner[1] == socket.gethostname() and owner[2] is not None and not process_alive(owner[2])
+
+
 def remove_abandoned_tmp_dirs(stage_dir: Path, key: str) -> None:
     """Delete ``.tmp-<key>-<this host>-<pid>-*`` left by processes of this host that have died."""
     for tmp in stage_dir.glob(f"{TMP_PREFIX}{key}-*"):
-        owner = tmp_dir_owner(tmp.name)
-        if owner and owner[1] == socket.gethostname() and owner[2] is not None and not process_alive(owner[2]):
+        if abandoned_here(tmp.name, key):
             log.info("removing %s, left by a process that died", tmp)
             shutil.rmtree(tmp, ignore_errors=True)
 
